@@ -1,0 +1,126 @@
+"""The `sweeper` command: parse, call, print. Only here do errors become exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from sweeper.errors import SweeperError
+
+DEFAULT_STORE = Path("mlruns")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except SweeperError as exc:
+        print(f"sweeper: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sweeper", description=__doc__)
+    sub = parser.add_subparsers(required=True)
+    pareto = sub.add_parser("pareto", help="run (or resume) a sweep and print its Pareto front")
+    pareto.add_argument("--space", required=True, type=Path)
+    pareto.add_argument("--resume", metavar="SWEEP", help="continue this sweep")
+    pareto.add_argument("--name", help="name of a new sweep (default: <space name>-<time>)")
+    pareto.add_argument("--store", type=Path, default=DEFAULT_STORE,
+                        help="folder of the MLflow and Optuna stores (default: mlruns)")
+    pareto.add_argument("--ray-address", help="an existing Ray cluster (default: start one)")
+    pareto.add_argument("--no-dashboard", action="store_true", help="start Ray without it")
+    pareto.set_defaults(func=_pareto)
+    trial = sub.add_parser("trial", help="run one configuration and print its result")
+    trial.add_argument("--space", required=True, type=Path)
+    trial.add_argument("--set", action="append", default=[], metavar="LEVERAGE=VALUE")
+    trial.add_argument("--json", action="store_true", help="print the TrialResult as JSON")
+    trial.add_argument("--store", type=Path, default=DEFAULT_STORE)
+    trial.set_defaults(func=_trial)
+    return parser
+
+
+def _pareto(args: argparse.Namespace) -> int:
+    from sweeper.orchestrate import SweepProgress, run_sweep
+    from sweeper.report import front_rows, front_table, publish
+    from sweeper.space import load_space
+    from sweeper.tracking import Tracker
+
+    space = load_space(args.space)
+    console = Console(stderr=True)
+    with Live(console=console, refresh_per_second=4, transient=False) as live:
+
+        def show(progress: SweepProgress) -> None:
+            live.update(_progress_view(progress, space))
+
+        outcome = run_sweep(space, args.store, sweep=args.resume or args.name,
+                            resume=bool(args.resume), ray_address=args.ray_address,
+                            dashboard=not args.no_dashboard, on_progress=show)
+    tracker = Tracker(args.store)
+    rows = front_rows(outcome.study, space, outcome.trial_runs)
+    publish(outcome.study, space, tracker, outcome.parent_run_id, rows)
+    tracker.finish_sweep(outcome.parent_run_id)
+    goals = ", ".join(f"{o.metric} {o.direction}" for o in space.objectives)
+    Console().print(front_table(rows, f"Pareto front of {outcome.sweep} ({goals})"))
+    print(f"sweep: {outcome.sweep}   MLflow: mlflow ui --backend-store-uri {tracker.uri}")
+    return 0
+
+
+def _progress_view(progress, space) -> Table:
+    table = Table(title=f"{progress.sweep}: {progress.done}/{progress.budget} done, "
+                        f"{len(progress.running)} running, {progress.failed} failed",
+                  caption=(f"Ray dashboard: {progress.dashboard_url}   " if
+                           progress.dashboard_url else "") + progress.last_event)
+    metrics = [o.metric for o in space.objectives]
+    table.add_column("front: trial")
+    for lev in space.leverages:
+        table.add_column(lev.name)
+    for metric in metrics:
+        table.add_column(metric)
+    for trial in sorted(progress.front, key=lambda t: t.number):
+        table.add_row(str(trial.number), *(str(trial.params.get(lev.name, ""))
+                                           for lev in space.leverages),
+                      *(f"{v:.4g}" for v in trial.values))
+    return table
+
+
+def _trial(args: argparse.Namespace) -> int:
+    from sweeper.space import load_space
+    from sweeper.tracking import Tracker
+    from sweeper.trial import prepare, run_trial
+
+    space = load_space(args.space)
+    overrides = {}
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SweeperError(f"--set {item}: expected LEVERAGE=VALUE")
+        overrides[name.strip()] = value.strip()
+    config = space.trial_config(space.with_overrides(overrides))
+    prepare(config.scenario)
+    result = run_trial(config)
+    tracker = Tracker(args.store)
+    parent = tracker.sweep_run(f"{space.name}-single-trials", create=True)
+    run_id = tracker.log_trial(parent, len(tracker.logged_trials(parent)), config, result)
+    if args.json:
+        print(json.dumps({"mlflow_run_id": run_id, "config": config.to_dict(),
+                          "result": result.to_dict()}, indent=2))
+    else:
+        console = Console()
+        console.print(f"trial {result.status}{': ' + result.reason if result.reason else ''}")
+        console.print({k: getattr(result, k) for k in ("accuracy", "energy_j", "wall_s",
+                                                       "bytes_total")})
+        console.print({k: f"{v.kind}: {v.meter}" for k, v in result.meters.items()})
+        console.print(f"MLflow run {run_id} in {tracker.uri}")
+    return 0 if result.status == "ok" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

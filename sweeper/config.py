@@ -1,0 +1,111 @@
+"""TrialConfig: one fully resolved trial (scenario + leverages + seed), and the leverage catalogue.
+
+`LEVERAGES` is the one place that says which knobs the engine has, what values they take and
+what a trial uses when a space leaves them out. `space.py` validates YAML against it and the
+trial reads resolved values from `TrialConfig.leverages`, so a knob is added in one place.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from sweeper.errors import StoreError
+
+
+@dataclass(frozen=True)
+class LeverageSpec:
+    """What a leverage may be: `choices` for categorical ones, else a numeric kind and bounds."""
+
+    kind: str  # "categorical" | "int" | "float"
+    default: Any
+    help: str
+    choices: tuple[Any, ...] = ()
+    low: float | None = None
+    high: float | None = None
+
+
+LEVERAGES: dict[str, LeverageSpec] = {
+    "precision": LeverageSpec(
+        "categorical", "fp32", "arithmetic of local training (autocast)", choices=("fp32", "bf16")
+    ),
+    "update_codec": LeverageSpec(
+        "categorical",
+        "none",
+        "encoding of the client's model update on the uplink",
+        choices=("none", "fp16", "int8"),
+    ),
+    "local_epochs": LeverageSpec("int", 1, "passes over local data per round", low=1, high=50),
+    "clients_per_round": LeverageSpec(
+        "int", None, "clients trained per round (default: all)", low=1, high=10_000
+    ),
+    "lr": LeverageSpec("float", 0.05, "client SGD learning rate", low=1e-6, high=10.0),
+    "batch_size": LeverageSpec("int", 32, "local mini-batch size", low=1, high=4096),
+}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """The fixed context of every trial of a sweep (not searched)."""
+
+    dataset: str = "synthetic"  # "synthetic" | "speech_commands"
+    data_dir: str | None = None  # a Speech Commands folder, for dataset: speech_commands
+    corpus_speakers: int = 24  # synthetic corpus: number of distinct voices
+    corpus_takes: int = 4  # synthetic corpus: utterances per (speaker, word)
+    corpus_seed: int = 0
+    num_clients: int = 4
+    partition: str = "speaker"
+    rounds: int = 3
+    engine: str = "simulation"
+    model: str = "cnn_small"
+    host_profile: str = "laptop"
+    network_profile: str = "wifi"
+    cpus_per_trial: int = 1
+
+    @classmethod
+    def field_types(cls) -> dict[str, str]:
+        return {f.name: str(f.type) for f in fields(cls)}
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """One fully resolved trial: every leverage has a value, nothing is left to defaults."""
+
+    scenario: Scenario
+    leverages: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scenario": asdict(self.scenario), "leverages": dict(self.leverages),
+                "seed": self.seed}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialConfig:
+        return cls(Scenario(**data["scenario"]), dict(data["leverages"]), int(data["seed"]))
+
+    @classmethod
+    def from_json(cls, text: str) -> TrialConfig:
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_mlflow_run(cls, run_id: str, tracking_uri: str | None = None) -> TrialConfig:
+        """Rebuild the exact configuration a logged trial ran with."""
+        from sweeper.tracking import load_trial_config_json
+
+        text = load_trial_config_json(run_id, tracking_uri)
+        if text is None:
+            raise StoreError(f"MLflow run {run_id} has no trial_config.json artifact")
+        return cls.from_json(text)
+
+
+def resolve_leverages(values: dict[str, Any], scenario: Scenario) -> dict[str, Any]:
+    """Every known leverage with a value: the given ones, else the catalogue's default."""
+    resolved = {name: spec.default for name, spec in LEVERAGES.items()}
+    resolved["clients_per_round"] = scenario.num_clients
+    resolved.update(values)
+    resolved["clients_per_round"] = min(int(resolved["clients_per_round"]), scenario.num_clients)
+    return resolved

@@ -1,0 +1,93 @@
+"""The energy ledger: per-round usage -> cumulative joules per component, with provenance.
+
+A meter turns one round's `RoundUsage` into joules for one component and says where the
+number came from. Measured meters (RAPL, NVML, wattmeters) plug in as further `Meter`s
+reading their own fields of `RoundUsage`; the ledger and its report do not change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sweeper.energy.profiles import HostProfile, NetworkProfile
+from sweeper.result import MeterInfo
+
+
+@dataclass(frozen=True)
+class RoundUsage:
+    """What one round used, as observed by the federation (inputs of the meters)."""
+
+    client_cpu_s: float  # process CPU seconds spent in ClientApps (train + evaluate)
+    server_cpu_s: float  # process CPU seconds of the server's aggregate + evaluate steps
+    bytes_up: int  # serialized payload bytes, clients -> server
+    bytes_down: int  # serialized payload bytes, server -> clients
+
+
+class Meter(Protocol):
+    component: str
+    info: MeterInfo
+
+    def joules(self, usage: RoundUsage) -> float: ...
+
+
+class CpuTimeMeter:
+    """Modeled compute energy: CPU-seconds x per-core active power of a host profile."""
+
+    def __init__(self, role: str, host: HostProfile) -> None:
+        self.role = role
+        self.component = f"{role}_compute_j"
+        self.host = host
+        self.info = MeterInfo(
+            meter=f"process_cpu_time x host '{host.name}' ({host.watts_per_core} W/core; "
+            f"{host.source})",
+            kind="modeled",
+        )
+
+    def joules(self, usage: RoundUsage) -> float:
+        cpu_s = usage.client_cpu_s if self.role == "client" else usage.server_cpu_s
+        return cpu_s * self.host.watts_per_core
+
+
+class PayloadBytesMeter:
+    """Modeled communication energy: exact serialized bytes x J/byte of a network profile."""
+
+    component = "communication_j"
+
+    def __init__(self, network: NetworkProfile) -> None:
+        self.network = network
+        self.info = MeterInfo(
+            meter=f"payload_bytes x network '{network.name}' (up {network.j_per_byte_up:g} J/B, "
+            f"down {network.j_per_byte_down:g} J/B; {network.source})",
+            kind="modeled",
+        )
+
+    def joules(self, usage: RoundUsage) -> float:
+        return (usage.bytes_up * self.network.j_per_byte_up
+                + usage.bytes_down * self.network.j_per_byte_down)
+
+
+@dataclass
+class EnergyLedger:
+    meters: list[Meter]
+    cumulative: dict[str, float] = field(default_factory=dict)
+
+    def add_round(self, usage: RoundUsage) -> dict[str, float]:
+        """Account one round; returns the cumulative joules per component."""
+        for meter in self.meters:
+            self.cumulative[meter.component] = (self.cumulative.get(meter.component, 0.0)
+                                                + meter.joules(usage))
+        return dict(self.cumulative)
+
+    @property
+    def total_j(self) -> float:
+        return sum(self.cumulative.values())
+
+    def provenance(self) -> dict[str, MeterInfo]:
+        return {meter.component: meter.info for meter in self.meters}
+
+
+def modeled_ledger(host: HostProfile, network: NetworkProfile) -> EnergyLedger:
+    """The always-available ledger: client and server CPU time, and payload bytes."""
+    return EnergyLedger([CpuTimeMeter("client", host), CpuTimeMeter("server", host),
+                         PayloadBytesMeter(network)])

@@ -1,0 +1,21 @@
+"""Flower: ClientApp, ServerApp, the accounting strategy, update codecs and the engine.
+
+Nothing here knows about Optuna, Ray Tune or MLflow.
+"""
+
+from __future__ import annotations
+
+from sweeper.config import TrialConfig
+from sweeper.fl.strategy import RoundStats
+
+
+def run_trial_federation(config: TrialConfig) -> list[RoundStats]:
+    """Run the trial's federation on its engine; per-round accounting in round order."""
+    from sweeper.fl.client_app import app as client_app
+    from sweeper.fl.server_app import build_server_app
+    from sweeper.fl.simulation import run_federation
+
+    rounds: list[RoundStats] = []
+    server_app = build_server_app(config, rounds.extend)
+    run_federation(server_app, client_app, config.scenario.num_clients, config.seed)
+    return rounds

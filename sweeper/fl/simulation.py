@@ -1,0 +1,117 @@
+"""Run one federation on Flower's simulation runtime, inside the caller's process.
+
+Every touch of Flower's simulation internals is in this module, so a change of Flower's API
+is a change of one file. Why not `flwr.simulation.run_simulation` with its Ray backend:
+inside a Ray task it sizes its actor pool from the whole cluster (not the trial's
+reservation) and its `terminate` calls `ray.shutdown()`, which kills the trial's worker.
+Instead, `InProcessBackend` runs the ClientApps one after the other in the trial's own
+process, so a trial uses exactly the CPUs Ray reserved for it and leaves Ray up. Flower's
+runtime (LinkState, InMemoryGrid, message queues, Contexts per node) is used as is.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable
+from queue import Empty, Queue
+
+from flwr.app import Context, Message, RecordDict
+from flwr.app.user_config import UserConfig
+from flwr.clientapp import ClientApp
+from flwr.common.constant import RUN_ID_NUM_BYTES, SUPERLINK_NODE_ID, TASK_ID_NUM_BYTES
+from flwr.proto.task_pb2 import Task  # pylint: disable=E0611
+from flwr.server.superlink.fleet.vce.backend.backend import Backend, BackendConfig
+from flwr.server.superlink.fleet.vce.metrics import VceMetrics
+from flwr.server.superlink.fleet.vce.vce_api import (
+    _register_node_info_stores,
+    _register_nodes,
+    run_api,
+)
+from flwr.server.superlink.linkstate import InMemoryLinkState, LinkStateFactory
+from flwr.server.superlink.linkstate.in_memory_linkstate import RunRecord
+from flwr.server.superlink.linkstate.utils import generate_rand_int_from_bytes
+from flwr.serverapp import ServerApp
+from flwr.supercore.constant import FLWR_IN_MEMORY_DB_NAME, NOOP_FEDERATION_ID
+from flwr.supercore.object_store import ObjectStoreFactory
+from flwr.supercore.run import Run
+from flwr.supercore.task_identity import TaskIdentity
+from flwr.superlink.federation import NoOpFederationManager
+from flwr.superlink.grid import InMemoryGrid
+
+# The grid's default pull interval adds up to 0.1 s of idle wait to every round trip.
+GRID_PULL_INTERVAL_S = 0.01
+
+
+class InProcessBackend(Backend):
+    """Runs each ClientApp call in the calling thread of the simulation runtime."""
+
+    def __init__(self, backend_config: BackendConfig | None = None) -> None:
+        self.app: ClientApp | None = None
+
+    def build(self, app_fn: Callable[[], ClientApp]) -> None:
+        self.app = app_fn()
+
+    @property
+    def num_workers(self) -> int:
+        return 1
+
+    def is_worker_idle(self) -> bool:
+        return True
+
+    def process_message(self, message: Message, context: Context) -> tuple[Message, Context]:
+        assert self.app is not None, "build() first"
+        return self.app(message=message, context=context), context
+
+    def terminate(self) -> None:
+        self.app = None
+
+
+def run_federation(server_app: ServerApp, client_app: ClientApp, num_clients: int,
+                   seed: int) -> None:
+    """Run `server_app` against `num_clients` simulated SuperNodes; re-raise its error."""
+    logging.getLogger("flwr").setLevel(logging.ERROR)
+    random.seed(seed)  # Flower samples clients with the module-level `random`
+    run = Run.create_empty(run_id=generate_rand_int_from_bytes(RUN_ID_NUM_BYTES))
+    run.primary_task_id = generate_rand_int_from_bytes(TASK_ID_NUM_BYTES)
+    run.federation_id = NOOP_FEDERATION_ID
+    TaskIdentity.task_id = 1
+    TaskIdentity.run_id = run.run_id
+    TaskIdentity.node_id = SUPERLINK_NODE_ID
+
+    state_factory = LinkStateFactory(FLWR_IN_MEMORY_DB_NAME, NoOpFederationManager(),
+                                     ObjectStoreFactory())
+    state = state_factory.state()
+    assert isinstance(state, InMemoryLinkState)
+    state.run_ids[run.run_id] = RunRecord(run=run)
+    state.task_store[run.primary_task_id] = Task(task_id=run.primary_task_id,
+                                                 run_id=run.run_id)
+    grid = InMemoryGrid(state_factory=state_factory)
+    grid.pull_interval = GRID_PULL_INTERVAL_S
+    grid.set_run(run)
+
+    nodes = _register_nodes(num_nodes=num_clients, state_factory=state_factory)
+    node_stores = _register_node_info_stores(nodes_mapping=nodes, run=run)
+    stop = threading.Event()
+    errors: Queue[BaseException] = Queue()
+
+    def serve() -> None:
+        try:
+            context = Context(run_id=run.run_id, node_id=0, node_config=UserConfig(),
+                              state=RecordDict(), run_config=UserConfig())
+            server_app(grid=grid, context=context)
+        except BaseException as exc:  # handed to the caller below
+            errors.put(exc)
+        finally:
+            stop.set()
+
+    server = threading.Thread(target=serve, name="sweeper-serverapp", daemon=True)
+    server.start()
+    run_api(lambda: client_app, InProcessBackend, nodes, state_factory, node_stores, stop,
+            VceMetrics())
+    server.join()
+    try:
+        raise errors.get_nowait()
+    except Empty:
+        pass

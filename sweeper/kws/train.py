@@ -1,0 +1,58 @@
+"""Local training and evaluation with a chosen arithmetic precision (autocast)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def precision_context(precision: str) -> contextlib.AbstractContextManager:
+    """fp32: plain arithmetic; bf16/fp16: CPU autocast (matmuls and convolutions in that
+    dtype, reductions and the optimizer step in fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast("cpu", dtype=AUTOCAST_DTYPES[precision])
+
+
+def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int,
+          lr: float, precision: str, seed: int) -> float:
+    """SGD with momentum over (x, y); returns the mean training loss of the last epoch."""
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    last = float("nan")
+    for _ in range(epochs):
+        order = torch.randperm(len(y), generator=generator)
+        total, count = 0.0, 0
+        for start in range(0, len(y), batch_size):
+            batch = order[start:start + batch_size]
+            if len(batch) < 2:  # a lone straggler example adds noise, not signal
+                continue
+            optimizer.zero_grad()
+            with precision_context(precision):
+                loss = loss_fn(model(x[batch]), y[batch])
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(batch)
+            count += len(batch)
+        last = total / max(count, 1)
+    return last
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             batch_size: int = 512) -> tuple[float, float]:
+    """(loss, accuracy) of `model` on (x, y), in fp32."""
+    model.eval()
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    total_loss, correct = 0.0, 0
+    for start in range(0, len(y), batch_size):
+        logits = model(x[start:start + batch_size])
+        total_loss += float(loss_fn(logits, y[start:start + batch_size]))
+        correct += int((logits.argmax(1) == y[start:start + batch_size]).sum())
+    return total_loss / len(y), correct / len(y)

@@ -1,0 +1,164 @@
+"""Ray: run a sweep's trials with their resources, `budget.parallel` at a time, resumably.
+
+Why Ray core tasks with Optuna ask/tell rather than Ray Tune: the driver alone must write to
+the Optuna and MLflow stores (SQLite stays safe), in the order tell-then-log. With ask/tell
+the driver owns that order directly; each trial is one Ray task reserving the CPUs its
+federation needs (`num_cpus`), system failures (a dead worker) are retried by Ray
+(`max_retries`), and resume is a read of the two stores (see `study.recover_interrupted`
+and `Tracker.logged_trials`). Tune would add its own experiment state beside them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+
+from sweeper import study as studies
+from sweeper.config import TrialConfig
+from sweeper.result import TrialResult
+from sweeper.space import SearchSpace
+from sweeper.tracking import Tracker
+from sweeper.trial import prepare, run_trial
+
+RAY_SYSTEM_RETRIES = 2
+
+
+@dataclass
+class SweepProgress:
+    """What the driver knows at any moment; handed to the `on_progress` callback."""
+
+    sweep: str
+    budget: int
+    done: int = 0
+    failed: int = 0
+    running: dict[int, dict[str, Any]] = field(default_factory=dict)
+    front: list[optuna.trial.FrozenTrial] = field(default_factory=list)
+    dashboard_url: str | None = None
+    last_event: str = ""
+
+
+@dataclass
+class SweepOutcome:
+    sweep: str
+    parent_run_id: str
+    study: optuna.Study
+    trial_runs: dict[int, str]  # trial number -> MLflow child run id
+
+
+def new_sweep_name(space: SearchSpace) -> str:
+    return f"{space.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+
+
+def start_ray(address: str | None, num_cpus: int | None = None,
+              dashboard: bool = True) -> tuple[bool, str | None]:
+    """Connect to (or start) Ray. Returns (started_here, dashboard_url)."""
+    if ray.is_initialized():
+        return False, None
+    env = {k: os.environ[k] for k in ("SWEEPER_CACHE", "SWEEPER_PROFILES") if k in os.environ}
+    kwargs: dict[str, Any] = {"runtime_env": {"env_vars": env}} if env else {}
+    if address:
+        context = ray.init(address=address, log_to_driver=False, **kwargs)
+    else:
+        context = ray.init(num_cpus=num_cpus, include_dashboard=dashboard,
+                           dashboard_host="127.0.0.1", log_to_driver=False, **kwargs)
+    url = context.dashboard_url
+    return True, (f"http://{url}" if url and not url.startswith("http") else url)
+
+
+@ray.remote
+def _remote_trial(config_json: str) -> dict[str, Any]:
+    return run_trial(TrialConfig.from_json(config_json)).to_dict()
+
+
+def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume: bool = False,
+              ray_address: str | None = None, dashboard: bool = True,
+              on_progress: Callable[[SweepProgress], None] | None = None) -> SweepOutcome:
+    """Run (or resume) a sweep until `budget.trials` trials have finished."""
+    sweep = sweep or new_sweep_name(space)
+    store = Path(store)
+    store.mkdir(parents=True, exist_ok=True)
+    prepare(space.scenario)  # corpus and features once, before any trial
+    study = studies.open_study(space, sweep, store, create=not resume)
+    tracker = Tracker(store)
+    parent = tracker.sweep_run(sweep, create=not resume)
+    if not resume:
+        tracker.log_sweep_file(parent, space.path)
+        tracker.log_sweep_params(parent, {"space": space.path.name, "sampler": space.sampler,
+                                          "budget.trials": space.trials,
+                                          "budget.parallel": space.parallel})
+    studies.recover_interrupted(study)
+    trial_runs = _relog_missing(study, tracker, parent, space)
+
+    started_ray, dashboard_url = start_ray(ray_address, dashboard=dashboard)
+    progress = SweepProgress(sweep, space.trials, dashboard_url=dashboard_url)
+    _refresh(progress, study)
+    notify = on_progress or (lambda _p: None)
+    notify(progress)
+    pending: dict[ray.ObjectRef, tuple[optuna.Trial, TrialConfig]] = {}
+    try:
+        while True:
+            finished = sum(studies.is_finished(t) for t in study.get_trials(deepcopy=False))
+            while len(pending) < space.parallel and finished + len(pending) < space.trials:
+                trial = study.ask(space.distributions())
+                config = space.trial_config(trial.params)
+                ref = _remote_trial.options(
+                    num_cpus=space.scenario.cpus_per_trial, max_retries=RAY_SYSTEM_RETRIES,
+                ).remote(config.to_json())
+                pending[ref] = (trial, config)
+                progress.running[trial.number] = dict(trial.params)
+                progress.last_event = f"trial {trial.number} started"
+                notify(progress)
+            if not pending:
+                break
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            trial, config = pending.pop(ready[0])
+            result = _collect(ready[0])
+            studies.tell(study, trial, space, result)
+            trial_runs[trial.number] = tracker.log_trial(parent, trial.number, config, result)
+            progress.running.pop(trial.number, None)
+            progress.last_event = (f"trial {trial.number} {result.status}"
+                                   + (f": {result.reason}" if result.reason else ""))
+            _refresh(progress, study)
+            notify(progress)
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        if started_ray:
+            ray.shutdown()
+    return SweepOutcome(sweep, parent, study, trial_runs)
+
+
+def _collect(ref: ray.ObjectRef) -> TrialResult:
+    try:
+        return TrialResult.from_dict(ray.get(ref))
+    except ray.exceptions.RayError as exc:  # the worker died even after Ray's retries
+        return TrialResult.failed(f"ray: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+
+
+def _refresh(progress: SweepProgress, study: optuna.Study) -> None:
+    trials = [t for t in study.get_trials(deepcopy=False) if studies.is_finished(t)]
+    progress.done = len(trials)
+    progress.failed = sum(t.state == optuna.trial.TrialState.FAIL for t in trials)
+    progress.front = studies.pareto_trials(study)
+
+
+def _relog_missing(study: optuna.Study, tracker: Tracker, parent: str,
+                   space: SearchSpace) -> dict[int, str]:
+    """Trials told to Optuna whose MLflow run was never finished (driver killed between
+    the two writes) are logged now, from the result kept in Optuna."""
+    logged = tracker.logged_trials(parent)
+    for trial in study.get_trials(deepcopy=False):
+        if not studies.is_finished(trial) or trial.number in logged:
+            continue
+        result = studies.stored_result(trial)
+        if result is not None:
+            config = space.trial_config(trial.params)
+            logged[trial.number] = tracker.log_trial(parent, trial.number, config, result)
+    return logged

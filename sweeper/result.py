@@ -1,0 +1,58 @@
+"""What a trial returns: per-round records and the final `TrialResult` (units in the names)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+OBJECTIVE_METRICS = ("accuracy", "energy_j", "wall_s", "bytes_total")
+
+
+@dataclass(frozen=True)
+class MeterInfo:
+    """Where one energy component came from."""
+
+    meter: str  # e.g. "cpu_time x host profile 'laptop'"
+    kind: str  # "measured" | "modeled"
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    round: int
+    accuracy: float
+    loss: float
+    bytes_up: int
+    bytes_down: int
+    wall_s: float
+    energy_j: float  # cumulative up to and including this round
+    energy: dict[str, float]  # cumulative joules per component
+
+
+@dataclass
+class TrialResult:
+    rounds: list[RoundRecord] = field(default_factory=list)
+    accuracy: float = float("nan")
+    energy_j: float = float("nan")
+    wall_s: float = float("nan")
+    bytes_total: int = 0
+    status: str = "ok"  # "ok" | "failed" | "pruned"
+    reason: str = ""
+    meters: dict[str, MeterInfo] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)  # e.g. model size, partition stats
+
+    def objective(self, name: str) -> float:
+        return float(getattr(self, name))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialResult:
+        data = dict(data)
+        data["rounds"] = [RoundRecord(**r) for r in data.get("rounds", [])]
+        data["meters"] = {k: MeterInfo(**v) for k, v in data.get("meters", {}).items()}
+        return cls(**data)
+
+    @classmethod
+    def failed(cls, reason: str) -> TrialResult:
+        return cls(status="failed", reason=reason)

@@ -1,0 +1,288 @@
+"""YAML search space -> validated `SearchSpace` -> Optuna distributions.
+
+Every problem is reported as `SpaceError("<file>: <key>: <what is wrong>")`, before anything
+is written anywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import optuna.distributions as od
+import yaml
+
+from sweeper.config import LEVERAGES, Scenario, TrialConfig, resolve_leverages
+from sweeper.errors import SpaceError
+from sweeper.result import OBJECTIVE_METRICS
+
+TOP_KEYS = {"name", "description", "objectives", "budget", "sampler", "scenario", "leverages"}
+REQUIRED_TOP_KEYS = ("name", "objectives", "leverages")
+SAMPLERS = ("tpe", "nsga2", "random")
+SCENARIO_CHOICES = {
+    "dataset": ("synthetic", "speech_commands"),
+    "partition": ("speaker",),
+    "engine": ("simulation",),
+    "model": ("cnn_small",),
+}
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str
+    direction: str  # "minimize" | "maximize"
+
+
+@dataclass(frozen=True)
+class Leverage:
+    name: str
+    choices: tuple[Any, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    default: Any = None
+    is_int: bool = False
+
+    def distribution(self) -> od.BaseDistribution:
+        if self.choices:
+            return od.CategoricalDistribution(list(self.choices))
+        if self.is_int:
+            return od.IntDistribution(int(self.low), int(self.high), log=self.log,
+                                      step=int(self.step or 1))
+        return od.FloatDistribution(float(self.low), float(self.high), log=self.log,
+                                    step=self.step)
+
+    def default_value(self) -> Any:
+        if self.default is not None:
+            return self.default
+        return self.choices[0] if self.choices else self.low
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    path: Path
+    name: str
+    objectives: tuple[Objective, ...]
+    trials: int
+    parallel: int
+    sampler: str
+    sampler_seed: int
+    scenario: Scenario
+    seed: int
+    leverages: tuple[Leverage, ...]
+
+    def distributions(self) -> dict[str, od.BaseDistribution]:
+        return {lev.name: lev.distribution() for lev in self.leverages}
+
+    def trial_config(self, sampled: dict[str, Any]) -> TrialConfig:
+        return TrialConfig(self.scenario, resolve_leverages(sampled, self.scenario), self.seed)
+
+    def default_values(self) -> dict[str, Any]:
+        return {lev.name: lev.default_value() for lev in self.leverages}
+
+    def with_overrides(self, overrides: dict[str, str]) -> dict[str, Any]:
+        """The space's defaults with `name=value` strings from the command line applied."""
+        values = self.default_values()
+        by_name = {lev.name: lev for lev in self.leverages}
+        for name, text in overrides.items():
+            lev = by_name.get(name)
+            if lev is None and name not in LEVERAGES:
+                raise SpaceError(f"--set {name}: unknown leverage (known: {', '.join(LEVERAGES)})")
+            values[name] = _parse_override(name, text, lev)
+        return values
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Read and validate a search-space YAML file."""
+    path = Path(path)
+    where = str(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpaceError(f"{where}: file not found") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise SpaceError(f"{where}:{line} not valid YAML") from None
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{where}: top level must be a mapping")
+    _no_unknown(where, "", raw, TOP_KEYS)
+    for key in REQUIRED_TOP_KEYS:
+        if key not in raw:
+            raise SpaceError(f"{where}: {key}: missing")
+    name = _typed(where, "name", raw["name"], str)
+    objectives = _objectives(where, raw["objectives"])
+    budget = _mapping(where, "budget", raw.get("budget", {}))
+    _no_unknown(where, "budget.", budget, {"trials", "parallel"})
+    trials = _positive_int(where, "budget.trials", budget.get("trials", 10))
+    parallel = _positive_int(where, "budget.parallel", budget.get("parallel", 1))
+    sampler = _mapping(where, "sampler", raw.get("sampler", {}))
+    _no_unknown(where, "sampler.", sampler, {"name", "seed"})
+    sampler_name = _typed(where, "sampler.name", sampler.get("name", "tpe"), str)
+    if sampler_name not in SAMPLERS:
+        raise SpaceError(f"{where}: sampler.name: {sampler_name!r} is not one of {SAMPLERS}")
+    sampler_seed = _typed(where, "sampler.seed", sampler.get("seed", 0), int)
+    scenario_raw = dict(_mapping(where, "scenario", raw.get("scenario", {})))
+    seed = _typed(where, "scenario.seed", scenario_raw.pop("seed", 0), int)
+    scenario = _scenario(where, scenario_raw)
+    leverages = _leverages(where, raw["leverages"])
+    return SearchSpace(path, name, objectives, trials, parallel, sampler_name, sampler_seed,
+                       scenario, seed, leverages)
+
+
+def _no_unknown(where: str, prefix: str, raw: dict, allowed: set[str]) -> None:
+    for key in raw:
+        if key not in allowed:
+            raise SpaceError(
+                f"{where}: {prefix}{key}: unknown key (allowed: {', '.join(sorted(allowed))})"
+            )
+
+
+def _mapping(where: str, key: str, value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise SpaceError(f"{where}: {key}: must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _typed(where: str, key: str, value: Any, kind: type) -> Any:
+    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        ok, value = True, float(value)
+    if not ok:
+        raise SpaceError(
+            f"{where}: {key}: must be {kind.__name__}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _positive_int(where: str, key: str, value: Any) -> int:
+    value = _typed(where, key, value, int)
+    if value < 1:
+        raise SpaceError(f"{where}: {key}: must be >= 1, got {value}")
+    return value
+
+
+def _objectives(where: str, raw: Any) -> tuple[Objective, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise SpaceError(f"{where}: objectives: must be a non-empty list")
+    out = []
+    for i, item in enumerate(raw):
+        key = f"objectives[{i}]"
+        item = _mapping(where, key, item)
+        _no_unknown(where, f"{key}.", item, {"metric", "direction"})
+        metric = _typed(where, f"{key}.metric", item.get("metric"), str)
+        if metric not in OBJECTIVE_METRICS:
+            raise SpaceError(f"{where}: {key}.metric: unknown metric {metric!r} "
+                             f"(known: {', '.join(OBJECTIVE_METRICS)})")
+        direction = item.get("direction")
+        if direction not in ("minimize", "maximize"):
+            raise SpaceError(f"{where}: {key}.direction: must be minimize or maximize, "
+                             f"got {direction!r}")
+        out.append(Objective(metric, direction))
+    if len({o.metric for o in out}) != len(out):
+        raise SpaceError(f"{where}: objectives: a metric is listed twice")
+    return tuple(out)
+
+
+def _scenario(where: str, raw: dict) -> Scenario:
+    types = {f.name: f.type for f in fields(Scenario)}
+    _no_unknown(where, "scenario.", raw, set(types) | {"seed"})
+    for key, value in raw.items():
+        declared = str(types[key])
+        if "None" in declared and value is None:
+            continue
+        kind = int if declared.startswith("int") else str
+        value = _typed(where, f"scenario.{key}", value, kind)
+        if key in SCENARIO_CHOICES and value not in SCENARIO_CHOICES[key]:
+            raise SpaceError(f"{where}: scenario.{key}: {value!r} is not one of "
+                             f"{SCENARIO_CHOICES[key]}")
+        if kind is int and value < 1 and key != "corpus_seed":
+            raise SpaceError(f"{where}: scenario.{key}: must be >= 1, got {value}")
+    scenario = Scenario(**raw)
+    if scenario.dataset == "speech_commands" and not scenario.data_dir:
+        raise SpaceError(f"{where}: scenario.data_dir: required for dataset speech_commands")
+    from sweeper.energy.profiles import load_profiles
+
+    profiles = load_profiles()
+    if scenario.host_profile not in profiles.hosts:
+        raise SpaceError(f"{where}: scenario.host_profile: unknown profile "
+                         f"{scenario.host_profile!r} (known: {', '.join(profiles.hosts)})")
+    if scenario.network_profile not in profiles.networks:
+        raise SpaceError(f"{where}: scenario.network_profile: unknown profile "
+                         f"{scenario.network_profile!r} (known: {', '.join(profiles.networks)})")
+    return scenario
+
+
+def _leverages(where: str, raw: Any) -> tuple[Leverage, ...]:
+    raw = _mapping(where, "leverages", raw)
+    if not raw:
+        raise SpaceError(f"{where}: leverages: must name at least one leverage")
+    return tuple(_leverage(where, name, body) for name, body in raw.items())
+
+
+def _leverage(where: str, name: str, body: Any) -> Leverage:
+    key = f"leverages.{name}"
+    spec = LEVERAGES.get(name)
+    if spec is None:
+        raise SpaceError(f"{where}: {key}: unknown leverage (known: {', '.join(LEVERAGES)})")
+    body = _mapping(where, key, body)
+    if spec.kind == "categorical":
+        _no_unknown(where, f"{key}.", body, {"choices", "default"})
+        choices = body.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise SpaceError(f"{where}: {key}.choices: must be a non-empty list")
+        for choice in choices:
+            if choice not in spec.choices:
+                raise SpaceError(f"{where}: {key}.choices: {choice!r} is not one of "
+                                 f"{list(spec.choices)}")
+        default = body.get("default")
+        if default is not None and default not in choices:
+            raise SpaceError(f"{where}: {key}.default: {default!r} is not among the choices")
+        return Leverage(name, choices=tuple(choices), default=default)
+    _no_unknown(where, f"{key}.", body, {"low", "high", "log", "step", "default"})
+    for bound in ("low", "high"):
+        if bound not in body:
+            raise SpaceError(f"{where}: {key}.{bound}: missing")
+    kind = int if spec.kind == "int" else float
+    low = _typed(where, f"{key}.low", body["low"], kind)
+    high = _typed(where, f"{key}.high", body["high"], kind)
+    if low > high:
+        raise SpaceError(f"{where}: {key}: low ({low}) > high ({high})")
+    if low < spec.low or high > spec.high:
+        raise SpaceError(f"{where}: {key}: must lie within [{spec.low}, {spec.high}]")
+    log = _typed(where, f"{key}.log", body.get("log", False), bool)
+    step = body.get("step")
+    if step is not None:
+        step = _typed(where, f"{key}.step", step, kind)
+        if step <= 0:
+            raise SpaceError(f"{where}: {key}.step: must be > 0")
+        if log:
+            raise SpaceError(f"{where}: {key}: log and step cannot be combined")
+    if log and low <= 0:
+        raise SpaceError(f"{where}: {key}.low: must be > 0 with log: true")
+    default = body.get("default")
+    if default is not None:
+        default = _typed(where, f"{key}.default", default, kind)
+        if not low <= default <= high:
+            raise SpaceError(f"{where}: {key}.default: {default} is outside [{low}, {high}]")
+    return Leverage(name, low=low, high=high, log=log, step=step, default=default,
+                    is_int=kind is int)
+
+
+def _parse_override(name: str, text: str, lev: Leverage | None) -> Any:
+    spec = LEVERAGES[name]
+    try:
+        if spec.kind == "int":
+            value: Any = int(text)
+        elif spec.kind == "float":
+            value = float(text)
+        else:
+            value = text
+    except ValueError:
+        raise SpaceError(f"--set {name}={text}: must be {spec.kind}") from None
+    allowed = lev.choices if lev and lev.choices else spec.choices
+    if spec.kind == "categorical" and value not in allowed:
+        raise SpaceError(f"--set {name}={text}: not one of {list(allowed)}")
+    return value

@@ -1,0 +1,133 @@
+"""MLflow: one experiment and parent run per sweep, one child run per trial.
+
+Only the sweep's driver writes here. Every metric name carries its unit; energy metrics say
+which path (measured/modeled) produced them; the meters are tags of the child run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.tracking import MlflowClient
+
+from sweeper.config import TrialConfig
+from sweeper.errors import StoreError
+from sweeper.result import TrialResult
+
+TRIAL_TAG = "sweeper.trial"
+ROLE_TAG = "sweeper.role"
+CONFIG_ARTIFACT = "trial_config.json"
+
+
+def tracking_uri(store: Path) -> str:
+    return f"sqlite:///{Path(store).resolve() / 'mlflow.db'}"
+
+
+class Tracker:
+    def __init__(self, store: Path) -> None:
+        self.store = Path(store)
+        self.uri = tracking_uri(self.store)
+        os.environ.setdefault("MLFLOW_TRACKING_URI", self.uri)
+        self.client = MlflowClient(tracking_uri=self.uri)
+
+    def sweep_run(self, sweep: str, create: bool) -> str:
+        """The parent run of `sweep` (created with its experiment when `create`)."""
+        experiment = self.client.get_experiment_by_name(sweep)
+        if experiment is None:
+            if not create:
+                raise StoreError(f"no MLflow experiment for sweep {sweep!r} in {self.uri}")
+            artifacts = (self.store.resolve() / "artifacts" / sweep).as_uri()
+            experiment_id = self.client.create_experiment(sweep, artifact_location=artifacts)
+        else:
+            experiment_id = experiment.experiment_id
+        runs = self.client.search_runs([experiment_id], f"tags.`{ROLE_TAG}` = 'sweep'")
+        if runs:
+            return runs[0].info.run_id
+        run = self.client.create_run(experiment_id, run_name=sweep, tags={ROLE_TAG: "sweep"})
+        return run.info.run_id
+
+    def log_sweep_file(self, parent_run_id: str, path: Path) -> None:
+        self.client.log_artifact(parent_run_id, str(path))
+
+    def log_sweep_params(self, parent_run_id: str, params: dict[str, str]) -> None:
+        existing = self.client.get_run(parent_run_id).data.params
+        fresh = [Param(k, str(v)) for k, v in params.items() if k not in existing]
+        if fresh:
+            self.client.log_batch(parent_run_id, params=fresh)
+
+    def finish_sweep(self, parent_run_id: str) -> None:
+        self.client.set_terminated(parent_run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+    def logged_trials(self, parent_run_id: str) -> dict[int, str]:
+        """Trial number -> child run id, for child runs logged to the end."""
+        parent = self.client.get_run(parent_run_id)
+        runs = self.client.search_runs(
+            [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+            max_results=50_000)
+        done = {}
+        for run in runs:
+            if run.info.status in ("FINISHED", "FAILED") and TRIAL_TAG in run.data.tags:
+                done[int(run.data.tags[TRIAL_TAG])] = run.info.run_id
+            else:  # cut off mid-logging by a killed driver: logged again from Optuna
+                self.client.delete_run(run.info.run_id)
+        return done
+
+    def log_trial(self, parent_run_id: str, number: int, config: TrialConfig,
+                  result: TrialResult) -> str:
+        parent = self.client.get_run(parent_run_id)
+        tags = {"mlflow.parentRunId": parent_run_id, TRIAL_TAG: str(number),
+                ROLE_TAG: "trial", "sweeper.status": result.status}
+        if result.reason:
+            tags["sweeper.reason"] = result.reason[:5000]
+        for component, info in result.meters.items():
+            tags[f"sweeper.meter.{component}"] = info.meter[:5000]
+            tags[f"sweeper.meter_kind.{component}"] = info.kind
+        run = self.client.create_run(parent.info.experiment_id, run_name=f"trial-{number}",
+                                     tags=tags)
+        run_id = run.info.run_id
+        params = {**{k: v for k, v in config.leverages.items()},
+                  **{f"scenario.{k}": v for k, v in config.to_dict()["scenario"].items()},
+                  "seed": config.seed}
+        self.client.log_batch(run_id, metrics=_metrics(result),
+                              params=[Param(k, str(v)) for k, v in params.items()])
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / CONFIG_ARTIFACT).write_text(config.to_json())
+            (Path(tmp) / "result.json").write_text(json.dumps(result.to_dict(), indent=1))
+            self.client.log_artifact(run_id, str(Path(tmp) / CONFIG_ARTIFACT))
+            self.client.log_artifact(run_id, str(Path(tmp) / "result.json"))
+        status = RunStatus.FINISHED if result.status != "failed" else RunStatus.FAILED
+        self.client.set_terminated(run_id, RunStatus.to_string(status))
+        return run_id
+
+
+def _metrics(result: TrialResult) -> list[Metric]:
+    now = int(time.time() * 1000)
+    out = []
+    for rec in result.rounds:
+        values = {"accuracy": rec.accuracy, "loss": rec.loss, "energy_j": rec.energy_j,
+                  "bytes_up": rec.bytes_up, "bytes_down": rec.bytes_down,
+                  "round_wall_s": rec.wall_s}
+        for component, joules in rec.energy.items():
+            kind = result.meters[component].kind if component in result.meters else "unknown"
+            values[f"energy_{kind}.{component}"] = joules
+        out += [Metric(k, float(v), now, rec.round) for k, v in values.items()]
+    if result.status != "failed":
+        finals = {"final.accuracy": result.accuracy, "final.energy_j": result.energy_j,
+                  "final.wall_s": result.wall_s, "final.bytes_total": result.bytes_total}
+        out += [Metric(k, float(v), now, 0) for k, v in finals.items()]
+    return out
+
+
+def load_trial_config_json(run_id: str, uri: str | None = None) -> str | None:
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = client.download_artifacts(run_id, CONFIG_ARTIFACT, tmp)
+            return Path(path).read_text()
+    except Exception:  # mlflow raises several types for a missing run/artifact
+        return None
