@@ -68,7 +68,8 @@ def _pareto(args: argparse.Namespace) -> int:
     publish(outcome.study, space, tracker, outcome.parent_run_id, rows)
     tracker.finish_sweep(outcome.parent_run_id)
     goals = ", ".join(f"{o.metric} {o.direction}" for o in space.objectives)
-    Console().print(front_table(rows, f"Pareto front of {outcome.sweep} ({goals})"))
+    out = Console(width=None if sys.stdout.isatty() else 200)
+    out.print(front_table(rows, f"Pareto front of {outcome.sweep} ({goals})"))
     print(f"sweep: {outcome.sweep}   MLflow: mlflow ui --backend-store-uri {tracker.uri}")
     return 0
 

@@ -51,8 +51,8 @@ class Scenario:
 
     dataset: str = "synthetic"  # "synthetic" | "speech_commands"
     data_dir: str | None = None  # a Speech Commands folder, for dataset: speech_commands
-    corpus_speakers: int = 24  # synthetic corpus: number of distinct voices
-    corpus_takes: int = 4  # synthetic corpus: utterances per (speaker, word)
+    corpus_speakers: int = 32  # synthetic corpus: number of distinct voices
+    corpus_takes: int = 6  # synthetic corpus: utterances per (speaker, word)
     corpus_seed: int = 0
     num_clients: int = 4
     partition: str = "speaker"

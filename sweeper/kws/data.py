@@ -59,7 +59,23 @@ def list_examples(root: Path, task: str = "12", seed: int = 0) -> list[Example]:
                                     lists.get(rel, 0)))
     if not examples:
         raise DataError(f"{root}: no <word>/*.wav files")
+    examples = _balance_unknown(examples, classes.index(UNKNOWN), seed)
     return examples + _silence_examples(root, examples, classes.index(SILENCE), seed)
+
+
+def _balance_unknown(examples: list[Example], label: int, seed: int) -> list[Example]:
+    """Keep as many `_unknown_` examples per split as an average keyword has, as the
+    standard 12-class task does (Warden 2018, sec. 4: unknown and silence ~ 1/12 each)."""
+    rng = np.random.default_rng(seed + 1)
+    known = [e for e in examples if e.label != label]
+    kept = []
+    for split in range(len(SPLITS)):
+        pool = [e for e in examples if e.label == label and e.split == split]
+        quota = sum(e.split == split for e in known) // max(1, label)
+        if len(pool) > quota:
+            pool = [pool[i] for i in sorted(rng.choice(len(pool), quota, replace=False))]
+        kept += pool
+    return sorted(known + kept, key=lambda e: e.path)
 
 
 def _silence_examples(root: Path, examples: list[Example], label: int,

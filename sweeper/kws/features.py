@@ -13,6 +13,9 @@ import torchaudio.transforms as T
 
 from sweeper.kws.data import SPLITS, Example, classes_for, list_examples, load_clip
 
+# Bump when the example list or the feature computation changes: invalidates the caches.
+FEATURES_VERSION = 2
+
 
 @dataclass(frozen=True)
 class FeatureConfig:
@@ -57,7 +60,8 @@ def dataset_identity(root: Path) -> str:
 def load_features(root: Path, config: FeatureConfig, cache_root: Path, task: str = "12",
                   seed: int = 0) -> KwsData:
     """Features of every example of `root`, from the cache when it holds them."""
-    key = hashlib.sha256(json.dumps([dataset_identity(root), asdict(config), task, seed]
+    key = hashlib.sha256(json.dumps([FEATURES_VERSION, dataset_identity(root), asdict(config),
+                                     task, seed]
                                     ).encode()).hexdigest()[:16]
     cache = Path(cache_root) / f"features-{key}.pt"
     if cache.exists():

@@ -9,11 +9,14 @@ The corpus is generated once per parameter set and cached under a content key.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,13 +34,13 @@ VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-g
           "en-gb-x-gbcwmd")
 VARIANTS = ("m1", "m2", "m3", "m4", "m7", "f1", "f2", "f3", "f4", "f5")
 NOISES = ("white_noise", "pink_noise", "brown_noise")
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 
 @dataclass(frozen=True)
 class CorpusSpec:
-    speakers: int = 24
-    takes: int = 2
+    speakers: int = 32
+    takes: int = 6
     seed: int = 0
     snr_db_low: float = 5.0
     snr_db_high: float = 25.0
@@ -102,14 +105,14 @@ def ensure_corpus(spec: CorpusSpec, cache_root: Path,
     return target
 
 
-def _speak(speaker: Speaker, word: str) -> np.ndarray:
-    cmd = ["espeak-ng", "-v", f"{speaker.voice}+{speaker.variant}", "-p", str(speaker.pitch),
-           "-s", str(speaker.speed), "--stdout", word]
+def _speak(speaker: Speaker, word: str, pitch_shift: int, speed_scale: float) -> np.ndarray:
+    """One utterance; a take varies the speaker's pitch and rate a little, as people do."""
+    cmd = ["espeak-ng", "-v", f"{speaker.voice}+{speaker.variant}",
+           "-p", str(int(np.clip(speaker.pitch + pitch_shift, 0, 99))),
+           "-s", str(int(speaker.speed * speed_scale)), "--stdout", word]
     wav = subprocess.run(cmd, check=True, capture_output=True).stdout
-    import io
-
     audio, rate = sf.read(io.BytesIO(wav), dtype="float32")
-    return AF.resample(torch.from_numpy(audio), rate, SAMPLE_RATE).numpy()
+    return AF.resample(torch.from_numpy(audio), rate, SAMPLE_RATE).numpy()[:SAMPLE_RATE]
 
 
 def _noise(kind: str, seconds: int, rng: np.random.Generator) -> np.ndarray:
@@ -141,31 +144,39 @@ def _generate(spec: CorpusSpec, root: Path,
     n_val = max(1, round(spec.validation_fraction * len(speakers)))
     test_ids = {speakers[i].id for i in split_order[:n_test]}
     val_ids = {speakers[i].id for i in split_order[n_test:n_test + n_val]}
+    jobs = [(s, w, t) for s in range(len(speakers)) for w in range(len(words))
+            for t in range(spec.takes)]
+    for word in words:
+        (root / word).mkdir()
+
+    def write_clip(job: tuple[int, int, int]) -> str:
+        spk_index, word_index, take = job
+        speaker, word = speakers[spk_index], words[word_index]
+        clip_rng = np.random.default_rng([spec.seed, spk_index, word_index, take])
+        clean = _speak(speaker, word, int(clip_rng.integers(-6, 7)),
+                       float(clip_rng.uniform(0.9, 1.1)))
+        clip = np.zeros(SAMPLE_RATE, dtype=np.float32)
+        offset = int(clip_rng.integers(0, SAMPLE_RATE - clean.size + 1))
+        clip[offset:offset + clean.size] = clean
+        noise = noises[NOISES[int(clip_rng.integers(len(NOISES)))]]
+        start = int(clip_rng.integers(0, noise.size - SAMPLE_RATE))
+        segment = noise[start:start + SAMPLE_RATE]
+        snr_db = clip_rng.uniform(spec.snr_db_low, spec.snr_db_high)
+        gain = np.sqrt(np.mean(clean**2) / (np.mean(segment**2) * 10 ** (snr_db / 10)))
+        rel = f"{word}/{speaker.id}_nohash_{take}.wav"
+        sf.write(root / rel, np.clip(clip + gain * segment, -1.0, 1.0), SAMPLE_RATE,
+                 subtype="PCM_16")
+        return rel
+
     testing, validation = [], []
-    total, done = len(speakers) * len(words), 0
-    for spk_index, speaker in enumerate(speakers):
-        for word_index, word in enumerate(words):
-            clean = _speak(speaker, word)[:SAMPLE_RATE]
-            (root / word).mkdir(exist_ok=True)
-            for take in range(spec.takes):
-                clip_rng = np.random.default_rng([spec.seed, spk_index, word_index, take])
-                clip = np.zeros(SAMPLE_RATE, dtype=np.float32)
-                offset = int(clip_rng.integers(0, SAMPLE_RATE - clean.size + 1))
-                clip[offset:offset + clean.size] = clean
-                noise = noises[NOISES[int(clip_rng.integers(len(NOISES)))]]
-                start = int(clip_rng.integers(0, noise.size - SAMPLE_RATE))
-                segment = noise[start:start + SAMPLE_RATE]
-                snr_db = clip_rng.uniform(spec.snr_db_low, spec.snr_db_high)
-                gain = np.sqrt(np.mean(clean**2) / (np.mean(segment**2) * 10 ** (snr_db / 10)))
-                mixed = np.clip(clip + gain * segment, -1.0, 1.0)
-                rel = f"{word}/{speaker.id}_nohash_{take}.wav"
-                sf.write(root / rel, mixed, SAMPLE_RATE, subtype="PCM_16")
-                if speaker.id in test_ids:
-                    testing.append(rel)
-                elif speaker.id in val_ids:
-                    validation.append(rel)
-            done += 1
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for done, rel in enumerate(pool.map(write_clip, jobs), start=1):
+            speaker_id = rel.split("/")[1].split("_nohash_")[0]
+            if speaker_id in test_ids:
+                testing.append(rel)
+            elif speaker_id in val_ids:
+                validation.append(rel)
             if progress:
-                progress(done, total)
+                progress(done, len(jobs))
     (root / "testing_list.txt").write_text("\n".join(sorted(testing)) + "\n")
     (root / "validation_list.txt").write_text("\n".join(sorted(validation)) + "\n")
