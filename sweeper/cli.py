@@ -105,7 +105,7 @@ def _trial(args: argparse.Namespace) -> int:
             raise SweeperError(f"--set {item}: expected LEVERAGE=VALUE")
         overrides[name.strip()] = value.strip()
     config = space.trial_config(space.with_overrides(overrides))
-    prepare(config.scenario)
+    prepare(config.scenario, config.seed)
     result = run_trial(config)
     tracker = Tracker(args.store)
     parent = tracker.sweep_run(f"{space.name}-single-trials", create=True)

@@ -82,9 +82,9 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
               on_progress: Callable[[SweepProgress], None] | None = None) -> SweepOutcome:
     """Run (or resume) a sweep until `budget.trials` trials have finished."""
     sweep = sweep or new_sweep_name(space)
+    prepare(space.scenario, space.seed)  # corpus, features, partitions: once, before trials
     store = Path(store)
     store.mkdir(parents=True, exist_ok=True)
-    prepare(space.scenario)  # corpus and features once, before any trial
     study = studies.open_study(space, sweep, store, create=not resume)
     tracker = Tracker(store)
     parent = tracker.sweep_run(sweep, create=not resume)

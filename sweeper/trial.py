@@ -7,10 +7,11 @@ import traceback
 
 import torch
 
-from sweeper.config import TrialConfig
+from sweeper.config import Scenario, TrialConfig
 from sweeper.energy import RoundUsage, load_profiles, modeled_ledger
 from sweeper.errors import SweeperError
 from sweeper.fl import run_trial_federation
+from sweeper.kws.dataset import client_partitions
 from sweeper.result import RoundRecord, TrialResult
 
 
@@ -38,7 +39,8 @@ def _result(config: TrialConfig, rounds: list) -> TrialResult:
     records = []
     for stats in rounds:
         if stats.clients_ok == 0:
-            raise SweeperError(f"round {stats.round}: every client failed")
+            raise SweeperError(f"round {stats.round}: every client failed; first error: "
+                               f"{stats.errors[0] if stats.errors else 'unknown'}")
         energy = ledger.add_round(RoundUsage(stats.client_cpu_s, stats.server_cpu_s,
                                              stats.bytes_up, stats.bytes_down))
         records.append(RoundRecord(stats.round, stats.accuracy, stats.loss, stats.bytes_up,
@@ -54,8 +56,7 @@ def _result(config: TrialConfig, rounds: list) -> TrialResult:
     )
 
 
-def prepare(scenario) -> None:
-    """Generate and featurize the scenario's dataset once, so trials only read the cache."""
-    from sweeper.kws.dataset import load_data
-
-    load_data(scenario)
+def prepare(scenario: Scenario, seed: int) -> None:
+    """Generate and featurize the scenario's dataset once, so trials only read the cache,
+    and check that it can be partitioned (a bad scenario fails here, not in every trial)."""
+    client_partitions(scenario, seed)

@@ -20,6 +20,7 @@ from queue import Empty, Queue
 from flwr.app import Context, Message, RecordDict
 from flwr.app.user_config import UserConfig
 from flwr.clientapp import ClientApp
+from flwr.clientapp.client_app import ClientAppException
 from flwr.common.constant import RUN_ID_NUM_BYTES, SUPERLINK_NODE_ID, TASK_ID_NUM_BYTES
 from flwr.proto.task_pb2 import Task  # pylint: disable=E0611
 from flwr.server.superlink.fleet.vce.backend.backend import Backend, BackendConfig
@@ -62,7 +63,10 @@ class InProcessBackend(Backend):
 
     def process_message(self, message: Message, context: Context) -> tuple[Message, Context]:
         assert self.app is not None, "build() first"
-        return self.app(message=message, context=context), context
+        try:
+            return self.app(message=message, context=context), context
+        except Exception as exc:  # as Flower's Ray backend reports a ClientApp's failure
+            raise ClientAppException(f"{type(exc).__name__}: {exc}") from exc
 
     def terminate(self) -> None:
         self.app = None
@@ -71,7 +75,7 @@ class InProcessBackend(Backend):
 def run_federation(server_app: ServerApp, client_app: ClientApp, num_clients: int,
                    seed: int) -> None:
     """Run `server_app` against `num_clients` simulated SuperNodes; re-raise its error."""
-    logging.getLogger("flwr").setLevel(logging.ERROR)
+    logging.getLogger("flwr").setLevel(logging.CRITICAL)  # failures reach the result
     random.seed(seed)  # Flower samples clients with the module-level `random`
     run = Run.create_empty(run_id=generate_rand_int_from_bytes(RUN_ID_NUM_BYTES))
     run.primary_task_id = generate_rand_int_from_bytes(TASK_ID_NUM_BYTES)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
@@ -27,6 +27,7 @@ class RoundStats:
     server_cpu_s: float = 0.0
     clients_ok: int = 0
     clients_failed: int = 0
+    errors: list[str] = field(default_factory=list)  # reasons of failed clients
     train_loss: float = float("nan")
     accuracy: float = float("nan")
     loss: float = float("nan")
@@ -64,6 +65,7 @@ class AccountedFedAvg(FedAvg):
             stats.bytes_up += payload_bytes(msg)
             if msg.has_error():
                 stats.clients_failed += 1
+                stats.errors.append(msg.error.reason)
                 continue
             stats.clients_ok += 1
             metrics = msg.content["metrics"]

@@ -1,0 +1,32 @@
+"""The modeled ledger, checked against numbers computed by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from sweeper.energy import RoundUsage, modeled_ledger
+from sweeper.energy.profiles import HostProfile, NetworkProfile, load_profiles
+
+
+def test_modeled_energy_is_exact_by_hand() -> None:
+    host = HostProfile("h", watts_per_core=5.0, source="test")
+    net = NetworkProfile("n", j_per_byte_up=2e-6, j_per_byte_down=1e-6, source="test")
+    ledger = modeled_ledger(host, net)
+    first = ledger.add_round(RoundUsage(client_cpu_s=3.0, server_cpu_s=0.5,
+                                        bytes_up=1_000_000, bytes_down=2_000_000))
+    assert first == pytest.approx({"client_compute_j": 15.0, "server_compute_j": 2.5,
+                                   "communication_j": 2.0 + 2.0})
+    second = ledger.add_round(RoundUsage(1.0, 0.0, 0, 1_000_000))
+    assert second == pytest.approx({"client_compute_j": 20.0, "server_compute_j": 2.5,
+                                    "communication_j": 5.0})
+    assert ledger.total_j == pytest.approx(27.5)
+    provenance = ledger.provenance()
+    assert {info.kind for info in provenance.values()} == {"modeled"}
+    assert "5.0 W/core" in provenance["client_compute_j"].meter
+
+
+def test_every_builtin_profile_cites_a_source() -> None:
+    profiles = load_profiles()
+    assert profiles.hosts and profiles.networks
+    for profile in [*profiles.hosts.values(), *profiles.networks.values()]:
+        assert len(profile.source) > 20, profile

@@ -1,0 +1,99 @@
+"""The speech task: corpus layout, loader, features and speaker partitions."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from sweeper.config import Scenario
+from sweeper.kws.data import SILENCE, UNKNOWN, list_examples
+from sweeper.kws.dataset import cache_root, client_partitions, dataset_root, load_data
+from sweeper.kws.synth import KEYWORDS, CorpusSpec, ensure_corpus
+from sweeper.kws.train import train
+
+TINY = Scenario(corpus_speakers=8, corpus_takes=2, num_clients=2, rounds=2)
+
+
+def test_corpus_has_the_speech_commands_layout_and_is_cached() -> None:
+    root = dataset_root(TINY)
+    assert (root / "validation_list.txt").exists() and (root / "testing_list.txt").exists()
+    assert len(list((root / "_background_noise_").glob("*.wav"))) == 3
+    assert {p.name for p in root.iterdir() if p.is_dir()} >= set(KEYWORDS)
+    before = (root / "yes").stat().st_mtime_ns
+    assert ensure_corpus(CorpusSpec(speakers=8, takes=2), cache_root()) == root
+    assert (root / "yes").stat().st_mtime_ns == before  # not regenerated
+
+
+def test_no_speaker_in_two_splits() -> None:
+    examples = list_examples(dataset_root(TINY))
+    splits_of = {}
+    for e in examples:
+        if e.speaker:
+            splits_of.setdefault(e.speaker, set()).add(e.split)
+    assert all(len(s) == 1 for s in splits_of.values())
+    assert {0, 1, 2} <= {s for splits in splits_of.values() for s in splits}
+
+
+def test_twelve_balanced_classes() -> None:
+    data = load_data(TINY)
+    assert data.classes[-2:] == (UNKNOWN, SILENCE)
+    counts = Counter(data.y[data.indices("train")].tolist())
+    assert len(counts) == 12
+    assert max(counts.values()) <= 2 * min(counts.values())
+    assert data.x.shape[1:] == (1, 40, 101)  # 40 mels x (1 s / 10 ms hop + 1)
+
+
+def test_speaker_partition_invariants() -> None:
+    data = load_data(TINY)
+    parts = client_partitions(TINY, 0)
+    train_idx = sorted(data.indices("train").tolist())
+    assert sorted(i for p in parts for i in p) == train_idx  # each example in one client
+    owners = {}
+    for k, part in enumerate(parts):
+        for i in part:
+            if data.speakers[i]:
+                owners.setdefault(data.speakers[i], set()).add(k)
+    assert all(len(o) == 1 for o in owners.values())  # no speaker split across clients
+    assert parts == client_partitions(TINY, 0)
+
+
+def test_bf16_training_really_runs_in_bf16() -> None:
+    data = load_data(TINY)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(40 * 101, 12))
+    seen = []
+    model[1].register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    x, y = data.x[:16], data.y[:16]
+    train(model, x, y, epochs=1, batch_size=8, lr=0.01, precision="bf16", seed=0)
+    assert seen and set(seen) == {torch.bfloat16}
+    seen.clear()
+    train(model, x, y, epochs=1, batch_size=8, lr=0.01, precision="fp32", seed=0)
+    assert set(seen) == {torch.float32}
+
+
+def test_real_layout_is_read_by_the_same_loader(tmp_path: Path) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    root = tmp_path / "speech_commands_v0.02"
+    rng = np.random.default_rng(0)
+    for word in ("yes", "no", "marvin"):
+        (root / word).mkdir(parents=True)
+        for spk in ("aaaa1111", "bbbb2222", "cccc3333"):
+            sf.write(root / word / f"{spk}_nohash_0.wav",
+                     rng.normal(0, 0.1, 12000).astype(np.float32), 16000)  # short: padded
+    (root / "_background_noise_").mkdir()
+    sf.write(root / "_background_noise_" / "white_noise.wav",
+             rng.normal(0, 0.1, 48000).astype(np.float32), 16000)
+    (root / "validation_list.txt").write_text("yes/bbbb2222_nohash_0.wav\n")
+    (root / "testing_list.txt").write_text("yes/cccc3333_nohash_0.wav\nno/cccc3333_nohash_0.wav\n")
+    examples = list_examples(root)
+    by_path = {e.path: e for e in examples}
+    assert by_path["yes/cccc3333_nohash_0.wav"].split == 2
+    assert by_path["yes/bbbb2222_nohash_0.wav"].split == 1
+    assert by_path["no/aaaa1111_nohash_0.wav"].speaker == "aaaa1111"
+    assert any(e.label == 11 for e in examples)  # silence cut from the noise file
+    scenario = Scenario(dataset="speech_commands", data_dir=str(root), num_clients=1)
+    data = load_data(scenario)
+    assert data.x.shape[1:] == (1, 40, 101)

@@ -1,0 +1,104 @@
+"""Search-space validation: every bad space is one line naming the key, exit 2, no store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna.distributions as od
+import pytest
+import yaml
+from conftest import write_space
+
+from sweeper.cli import main
+from sweeper.space import load_space
+
+
+def test_valid_space_gives_optuna_distributions(tmp_path: Path) -> None:
+    space = load_space(write_space(tmp_path / "s.yaml"))
+    dists = space.distributions()
+    assert dists["precision"] == od.CategoricalDistribution(["fp32", "bf16"])
+    assert dists["local_epochs"] == od.IntDistribution(1, 2)
+    assert dists["lr"] == od.FloatDistribution(0.01, 0.1, log=True)
+    assert [o.metric for o in space.objectives] == ["accuracy", "energy_j"]
+    assert space.scenario.num_clients == 2 and space.trials == 4 and space.parallel == 2
+
+
+def test_quick_space_is_valid() -> None:
+    space = load_space(Path(__file__).parents[1] / "search_spaces" / "quick.yaml")
+    names = {lev.name for lev in space.leverages}
+    assert {"precision", "update_codec", "local_epochs", "clients_per_round", "lr"} <= names
+
+
+def _mutate(raw: dict, dotted: str, value) -> None:
+    *parents, last = dotted.split(".")
+    node = raw
+    for key in parents:
+        node = node[key]
+    if value is DELETE:
+        del node[last]
+    else:
+        node[last] = value
+
+
+DELETE = object()
+BAD = [
+    ("top-level unknown key", "colour", "red", "colour"),
+    ("unknown scenario key", "scenario.num_client", 3, "scenario.num_client"),
+    ("unknown leverage", "leverages.precison", {"choices": ["fp32"]}, "leverages.precison"),
+    ("empty choices", "leverages.precision", {"choices": []}, "leverages.precision.choices"),
+    ("choice not supported", "leverages.update_codec", {"choices": ["zip"]},
+     "leverages.update_codec.choices"),
+    ("low > high", "leverages.lr", {"low": 0.5, "high": 0.1}, "leverages.lr"),
+    ("unknown objective", "objectives", [{"metric": "joules", "direction": "minimize"}],
+     "objectives[0].metric"),
+    ("wrong type", "budget.trials", "many", "budget.trials"),
+    ("wrong scenario type", "scenario.rounds", 2.5, "scenario.rounds"),
+    ("bad direction", "objectives", [{"metric": "accuracy", "direction": "up"}],
+     "objectives[0].direction"),
+    ("missing leverages", "leverages", DELETE, "leverages"),
+    ("unknown profile", "scenario.network_profile", "carrier-pigeon",
+     "scenario.network_profile"),
+]
+
+
+@pytest.mark.parametrize(("case", "key", "value", "named"), BAD, ids=[b[0] for b in BAD])
+def test_bad_space_exits_2_with_one_line_naming_the_key(
+        tmp_path: Path, capsys: pytest.CaptureFixture, case: str, key: str, value, named: str
+) -> None:
+    path = write_space(tmp_path / "bad.yaml")
+    raw = yaml.safe_load(path.read_text())
+    _mutate(raw, key, value)
+    path.write_text(yaml.safe_dump(raw))
+    store = tmp_path / "store"
+    code = main(["pareto", "--space", str(path), "--store", str(store)])
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert str(path) in lines[0] and named in lines[0], lines[0]
+    assert not store.exists(), "nothing may be written for a bad space"
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["pareto", "--space", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml: file not found" in capsys.readouterr().err
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [unclosed\n")
+    assert main(["pareto", "--space", str(broken)]) == 2
+    assert "broken.yaml" in capsys.readouterr().err
+
+
+def test_set_override_validation(tmp_path: Path) -> None:
+    space = load_space(write_space(tmp_path / "s.yaml"))
+    values = space.with_overrides({"update_codec": "int8", "local_epochs": "2"})
+    assert values["update_codec"] == "int8" and values["local_epochs"] == 2
+    assert values["precision"] == "fp32"  # first choice
+    assert values["lr"] == 0.01  # low bound
+    config = space.trial_config(values)
+    assert config.leverages["clients_per_round"] == 2  # not in the space: all clients
+    from sweeper.errors import SpaceError
+
+    with pytest.raises(SpaceError, match="--set update_codec=zip"):
+        space.with_overrides({"update_codec": "zip"})
+    with pytest.raises(SpaceError, match="--set warp: unknown leverage"):
+        space.with_overrides({"warp": "9"})

@@ -1,0 +1,126 @@
+"""Whole sweeps on real Ray, Flower, Optuna storage and an MLflow store in a temp dir."""
+
+from __future__ import annotations
+
+import csv
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import write_space
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from sweeper.cli import main
+from sweeper.study import INTERRUPTED_ATTR, storage_url
+from sweeper.tracking import tracking_uri
+
+LEVERAGES = {"precision", "update_codec", "local_epochs", "clients_per_round", "lr",
+             "batch_size"}
+
+
+def _child_runs(store: Path, sweep: str) -> tuple[str, list]:
+    client = MlflowClient(tracking_uri(store))
+    experiment = client.get_experiment_by_name(sweep)
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("sweeper.role") == "sweep"]
+    assert len(parents) == 1
+    parent = parents[0].info.run_id
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent]
+    return parent, children
+
+
+def _non_dominated(points: dict[int, tuple[float, float]]) -> set[int]:
+    """Trials no other trial beats on both accuracy (max) and energy (min)."""
+    def dominates(a, b):
+        return a[0] >= b[0] and a[1] <= b[1] and a != b
+    return {n for n, p in points.items() if not any(dominates(q, p) for q in points.values())}
+
+
+def test_tiny_sweep_end_to_end(tmp_path: Path, ray_cluster: str,
+                               capsys: pytest.CaptureFixture) -> None:
+    space = write_space(tmp_path / "tiny.yaml")
+    store = tmp_path / "store"
+    code = main(["pareto", "--space", str(space), "--store", str(store), "--name", "e2e",
+                 "--ray-address", ray_cluster])
+    printed = capsys.readouterr().out
+    assert code == 0
+
+    study = optuna.load_study(study_name="e2e", storage=storage_url(store))
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 4 and len(study.trials) == 4
+
+    client = MlflowClient(tracking_uri(store))
+    parent, children = _child_runs(store, "e2e")
+    assert len(children) == 4
+    artifacts = {a.path for a in client.list_artifacts(parent)}
+    assert {"tiny.yaml", "pareto.csv", "pareto.png"} <= artifacts
+    points = {}
+    for run in children:
+        assert LEVERAGES <= set(run.data.params), run.data.params
+        for metric in ("accuracy", "loss", "energy_j", "bytes_up", "bytes_down"):
+            history = client.get_metric_history(run.info.run_id, metric)
+            assert [m.step for m in history] == [1, 2], metric
+        assert run.data.tags["sweeper.meter_kind.client_compute_j"] == "modeled"
+        points[int(run.data.tags["sweeper.trial"])] = (
+            run.data.metrics["final.accuracy"], run.data.metrics["final.energy_j"])
+
+    expected = _non_dominated(points)
+    front_csv = Path(client.download_artifacts(parent, "pareto.csv", str(tmp_path)))
+    rows = list(csv.DictReader(front_csv.open()))
+    assert {int(r["trial"]) for r in rows} == expected
+    run_ids = {int(r.data.tags["sweeper.trial"]): r.info.run_id for r in children}
+    for row in rows:
+        assert row["mlflow_run_id"] == run_ids[int(row["trial"])]
+        assert row["mlflow_run_id"] in printed
+
+
+def test_killed_sweep_resumes_without_loss_or_duplicates(tmp_path: Path,
+                                                         ray_cluster: str) -> None:
+    space = write_space(tmp_path / "tiny.yaml", budget={"trials": 4, "parallel": 1})
+    store = tmp_path / "store"
+    cmd = [sys.executable, "-m", "sweeper.cli", "pareto", "--space", str(space),
+           "--store", str(store), "--ray-address", ray_cluster]
+    driver = subprocess.Popen([*cmd, "--name", "killed"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            time.sleep(0.5)
+            try:
+                study = optuna.load_study(study_name="killed", storage=storage_url(store))
+            except (KeyError, Exception):
+                continue
+            states = [t.state for t in study.trials]
+            if TrialState.COMPLETE in states and TrialState.RUNNING in states:
+                break
+        else:
+            pytest.fail("the sweep never had a finished and a running trial")
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+
+    before = optuna.load_study(study_name="killed", storage=storage_url(store))
+    finished_before = {t.number for t in before.trials if t.state == TrialState.COMPLETE}
+    assert 1 <= len(finished_before) < 4
+
+    resumed = subprocess.run([*cmd, "--resume", "killed"], capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+    study = optuna.load_study(study_name="killed", storage=storage_url(store))
+    complete = {t.number for t in study.trials if t.state == TrialState.COMPLETE}
+    interrupted = [t for t in study.trials if t.user_attrs.get(INTERRUPTED_ATTR)]
+    assert len(complete) == 4
+    assert finished_before <= complete  # finished trials were not re-run
+    assert len(interrupted) >= 1
+    assert all(t.state == TrialState.FAIL for t in interrupted)
+    rerun_params = [t.params for t in study.trials if t.number in complete - finished_before]
+    assert all(t.params in rerun_params for t in interrupted)  # cut-off configs ran again
+    _, children = _child_runs(store, "killed")
+    logged = [int(r.data.tags["sweeper.trial"]) for r in children]
+    assert sorted(logged) == sorted(complete)  # one child run per complete trial
