@@ -64,11 +64,13 @@ def plot_front(study: optuna.Study, space: SearchSpace, path: Path) -> Path:
     x_name, y_name = (o.metric for o in space.objectives[:2]) if len(
         space.objectives) > 1 else ("energy_j", space.objectives[0].metric)
     points, front = [], {t.number for t in studies.pareto_trials(study)}
+    kinds: set[str] = set()
     for trial in study.get_trials(deepcopy=False):
         result = studies.stored_result(trial)
         if result is not None and result.status == "ok":
             points.append((getattr(result, x_name), getattr(result, y_name),
                            trial.number in front))
+            kinds |= {info.kind for info in result.meters.values()}
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
     ax.scatter([p[0] for p in points if not p[2]], [p[1] for p in points if not p[2]],
                c="lightgray", label="trial")
@@ -76,7 +78,8 @@ def plot_front(study: optuna.Study, space: SearchSpace, path: Path) -> Path:
     ax.plot([p[0] for p in best], [p[1] for p in best], "o-", c="tab:red", label="Pareto front")
     ax.set_xlabel(x_name)
     ax.set_ylabel(y_name)
-    ax.set_title(f"{study.study_name}: energy is modeled (see run tags)", fontsize=9)
+    ax.set_title(f"{study.study_name}; energy: {' + '.join(sorted(kinds)) or 'n/a'} "
+                 "(meters in run tags)", fontsize=9)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)
