@@ -31,15 +31,49 @@ LEVERAGES: dict[str, LeverageSpec] = {
         "categorical", "fp32", "arithmetic of local training (autocast)", choices=("fp32", "bf16")
     ),
     "update_codec": LeverageSpec(
-        "categorical",
-        "none",
-        "encoding of the client's model update on the uplink",
-        choices=("none", "fp16", "int8"),
+        "categorical", "none", "encoding of the client's update on the uplink",
+        choices=("none", "fp16", "bf16", "int8", "int4", "topk"),
     ),
+    "downlink_codec": LeverageSpec(
+        "categorical", "none", "encoding of the global model on the downlink",
+        choices=("none", "fp16", "bf16", "int8", "int4"),
+    ),
+    "quant_granularity": LeverageSpec(
+        "categorical", "tensor", "int8/int4 scales per tensor or per output channel",
+        choices=("tensor", "channel"),
+    ),
+    "stochastic_rounding": LeverageSpec(
+        "categorical", False, "int8/int4: unbiased stochastic rounding", choices=(False, True)
+    ),
+    "topk_ratio": LeverageSpec("float", 0.01, "topk: fraction of entries sent", low=1e-5,
+                               high=1.0),
+    "lossless": LeverageSpec(
+        "categorical", "none", "lossless stage after the codec, both directions",
+        choices=("none", "zstd", "lz4"),
+    ),
+    "strategy": LeverageSpec(
+        "categorical", "fedavg", "server aggregation (flwr.serverapp.strategy)",
+        choices=("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedavgm",
+                 "fedmedian"),
+    ),
+    "proximal_mu": LeverageSpec("float", 0.01, "FedProx proximal weight", low=0.0, high=100.0),
+    "server_lr": LeverageSpec("float", None, "FedOpt eta / FedAvgM server learning rate "
+                              "(default: Flower's)", low=1e-6, high=10.0),
+    "server_momentum": LeverageSpec("float", 0.9, "FedAvgM server momentum", low=0.0,
+                                    high=0.999),
+    "beta_1": LeverageSpec("float", None, "FedAdam/FedYogi first moment decay", low=0.0,
+                           high=0.9999),
+    "beta_2": LeverageSpec("float", None, "FedAdam/FedYogi second moment decay", low=0.0,
+                           high=0.9999),
+    "tau": LeverageSpec("float", None, "FedOpt adaptivity (epsilon)", low=1e-9, high=1.0),
     "local_epochs": LeverageSpec("int", 1, "passes over local data per round", low=1, high=50),
     "clients_per_round": LeverageSpec(
-        "int", None, "clients trained per round (default: all)", low=1, high=10_000
+        "int_or_fraction", None,
+        "clients trained per round: a count (int) or a fraction of all clients (float <= 1)",
+        low=0.0, high=10_000,
     ),
+    "rounds": LeverageSpec("int", None, "federated rounds (default: scenario.rounds)", low=1,
+                           high=10_000),
     "lr": LeverageSpec("float", 0.05, "client SGD learning rate", low=1e-6, high=10.0),
     "batch_size": LeverageSpec("int", 32, "local mini-batch size", low=1, high=4096),
 }
@@ -105,7 +139,17 @@ class TrialConfig:
 def resolve_leverages(values: dict[str, Any], scenario: Scenario) -> dict[str, Any]:
     """Every known leverage with a value: the given ones, else the catalogue's default."""
     resolved = {name: spec.default for name, spec in LEVERAGES.items()}
-    resolved["clients_per_round"] = scenario.num_clients
-    resolved.update(values)
-    resolved["clients_per_round"] = min(int(resolved["clients_per_round"]), scenario.num_clients)
+    resolved.update({k: v for k, v in values.items() if v is not None})
+    resolved["clients_per_round"] = clients_count(resolved["clients_per_round"],
+                                                  scenario.num_clients)
+    resolved["rounds"] = int(resolved["rounds"] or scenario.rounds)
     return resolved
+
+
+def clients_count(value: float | int | None, num_clients: int) -> int:
+    """A count stays a count; a float in (0, 1] is a fraction of the clients (at least 1)."""
+    if value is None:
+        return num_clients
+    if isinstance(value, float) and value <= 1.0:
+        return max(1, round(value * num_clients))
+    return min(int(value), num_clients)

@@ -106,8 +106,8 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
         while True:
             finished = sum(studies.is_finished(t) for t in study.get_trials(deepcopy=False))
             while len(pending) < space.parallel and finished + len(pending) < space.trials:
-                trial = study.ask(space.distributions())
-                config = space.trial_config(trial.params)
+                trial = study.ask()
+                config = space.trial_config(space.sample(trial))
                 ref = _remote_trial.options(
                     num_cpus=space.scenario.cpus_per_trial, max_retries=RAY_SYSTEM_RETRIES,
                 ).remote(config.to_json())

@@ -26,6 +26,7 @@ class RoundRecord:
     wall_s: float
     energy_j: float  # cumulative up to and including this round
     energy: dict[str, float]  # cumulative joules per component
+    client_accuracy: float = float("nan")  # global model on the clients' held-out data
 
 
 @dataclass

@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import optuna
 import optuna.distributions as od
 import yaml
 
@@ -44,6 +45,19 @@ class Leverage:
     step: float | None = None
     default: Any = None
     is_int: bool = False
+    when: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # (leverage, allowed values), all hold
+
+    def active(self, values: dict[str, Any]) -> bool:
+        return all(values.get(name) in allowed for name, allowed in self.when)
+
+    def suggest(self, trial: optuna.Trial) -> Any:
+        if self.choices:
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if self.is_int:
+            return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log,
+                                     step=int(self.step or 1))
+        return trial.suggest_float(self.name, float(self.low), float(self.high), log=self.log,
+                                   step=self.step)
 
     def distribution(self) -> od.BaseDistribution:
         if self.choices:
@@ -76,22 +90,36 @@ class SearchSpace:
     def distributions(self) -> dict[str, od.BaseDistribution]:
         return {lev.name: lev.distribution() for lev in self.leverages}
 
+    def sample(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Suggest every leverage whose `when:` holds, in declaration order (define-by-run,
+        so Optuna only ever sees a conditional leverage where it means something)."""
+        values: dict[str, Any] = {}
+        for lev in self.leverages:
+            if lev.active(values):
+                values[lev.name] = lev.suggest(trial)
+        return values
+
     def trial_config(self, sampled: dict[str, Any]) -> TrialConfig:
         return TrialConfig(self.scenario, resolve_leverages(sampled, self.scenario), self.seed)
 
-    def default_values(self) -> dict[str, Any]:
-        return {lev.name: lev.default_value() for lev in self.leverages}
+    def default_values(self, given: dict[str, Any] | None = None) -> dict[str, Any]:
+        """`given` values, and for every other active leverage its default."""
+        values: dict[str, Any] = dict(given or {})
+        for lev in self.leverages:
+            if lev.name not in values and lev.active(values):
+                values[lev.name] = lev.default_value()
+        return values
 
     def with_overrides(self, overrides: dict[str, str]) -> dict[str, Any]:
         """The space's defaults with `name=value` strings from the command line applied."""
-        values = self.default_values()
         by_name = {lev.name: lev for lev in self.leverages}
+        given = {}
         for name, text in overrides.items():
             lev = by_name.get(name)
             if lev is None and name not in LEVERAGES:
                 raise SpaceError(f"--set {name}: unknown leverage (known: {', '.join(LEVERAGES)})")
-            values[name] = _parse_override(name, text, lev)
-        return values
+            given[name] = _parse_override(name, text, lev)
+        return self.default_values(given)
 
 
 def load_space(path: str | Path) -> SearchSpace:
@@ -219,17 +247,46 @@ def _leverages(where: str, raw: Any) -> tuple[Leverage, ...]:
     raw = _mapping(where, "leverages", raw)
     if not raw:
         raise SpaceError(f"{where}: leverages: must name at least one leverage")
-    return tuple(_leverage(where, name, body) for name, body in raw.items())
+    leverages: list[Leverage] = []
+    for name, body in raw.items():
+        body = _mapping(where, f"leverages.{name}", body)
+        when = _when(where, name, body.pop("when", None), leverages)
+        leverages.append(_leverage(where, name, body, when))
+    return tuple(leverages)
 
 
-def _leverage(where: str, name: str, body: Any) -> Leverage:
+def _when(where: str, name: str, raw: Any,
+          earlier: list[Leverage]) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    """`when: {other: value}` or `{other: [v1, v2]}`; `other` must be declared above."""
+    if raw is None:
+        return ()
+    key = f"leverages.{name}.when"
+    raw = _mapping(where, key, raw)
+    if not raw:
+        raise SpaceError(f"{where}: {key}: must name at least one leverage")
+    by_name = {lev.name: lev for lev in earlier}
+    out = []
+    for other, allowed in raw.items():
+        if other not in by_name:
+            raise SpaceError(f"{where}: {key}.{other}: not a leverage declared above {name}")
+        allowed = tuple(allowed) if isinstance(allowed, list) else (allowed,)
+        choices = by_name[other].choices
+        for value in allowed:
+            if not choices or value not in choices:
+                raise SpaceError(f"{where}: {key}.{other}: {value!r} is not one of its "
+                                 f"choices {list(choices)}")
+        out.append((other, allowed))
+    return tuple(out)
+
+
+def _leverage(where: str, name: str, body: dict,
+              when: tuple[tuple[str, tuple[Any, ...]], ...]) -> Leverage:
     key = f"leverages.{name}"
     spec = LEVERAGES.get(name)
     if spec is None:
         raise SpaceError(f"{where}: {key}: unknown leverage (known: {', '.join(LEVERAGES)})")
-    body = _mapping(where, key, body)
     if spec.kind == "categorical":
-        _no_unknown(where, f"{key}.", body, {"choices", "default"})
+        _no_unknown(where, f"{key}.", body, {"choices", "default", "when"})
         choices = body.get("choices")
         if not isinstance(choices, list) or not choices:
             raise SpaceError(f"{where}: {key}.choices: must be a non-empty list")
@@ -240,12 +297,16 @@ def _leverage(where: str, name: str, body: Any) -> Leverage:
         default = body.get("default")
         if default is not None and default not in choices:
             raise SpaceError(f"{where}: {key}.default: {default!r} is not among the choices")
-        return Leverage(name, choices=tuple(choices), default=default)
-    _no_unknown(where, f"{key}.", body, {"low", "high", "log", "step", "default"})
+        return Leverage(name, choices=tuple(choices), default=default, when=when)
+    _no_unknown(where, f"{key}.", body, {"low", "high", "log", "step", "default", "when"})
     for bound in ("low", "high"):
         if bound not in body:
             raise SpaceError(f"{where}: {key}.{bound}: missing")
     kind = int if spec.kind == "int" else float
+    if spec.kind == "int_or_fraction":  # ints are counts, floats fractions of the clients
+        kind = int if isinstance(body["low"], int) and isinstance(body["high"], int) else float
+        if kind is float and not 0 < body["low"] <= body["high"] <= 1:
+            raise SpaceError(f"{where}: {key}: a fraction needs 0 < low <= high <= 1")
     low = _typed(where, f"{key}.low", body["low"], kind)
     high = _typed(where, f"{key}.high", body["high"], kind)
     if low > high:
@@ -268,7 +329,7 @@ def _leverage(where: str, name: str, body: Any) -> Leverage:
         if not low <= default <= high:
             raise SpaceError(f"{where}: {key}.default: {default} is outside [{low}, {high}]")
     return Leverage(name, low=low, high=high, log=log, step=step, default=default,
-                    is_int=kind is int)
+                    is_int=kind is int, when=when)
 
 
 def _parse_override(name: str, text: str, lev: Leverage | None) -> Any:
@@ -278,9 +339,13 @@ def _parse_override(name: str, text: str, lev: Leverage | None) -> Any:
             value: Any = int(text)
         elif spec.kind == "float":
             value = float(text)
+        elif spec.kind == "int_or_fraction":
+            value = float(text) if "." in text else int(text)
+        elif spec.choices and isinstance(spec.choices[0], bool):
+            value = {"true": True, "false": False}[text.lower()]
         else:
             value = text
-    except ValueError:
+    except (ValueError, KeyError):
         raise SpaceError(f"--set {name}={text}: must be {spec.kind}") from None
     allowed = lev.choices if lev and lev.choices else spec.choices
     if spec.kind == "categorical" and value not in allowed:

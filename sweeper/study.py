@@ -27,7 +27,7 @@ def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
         return optuna.samplers.NSGAIISampler(seed=seed)
     if space.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
 
 
 def open_study(space: SearchSpace, sweep: str, store: Path, create: bool) -> optuna.Study:

@@ -44,7 +44,8 @@ def _result(config: TrialConfig, rounds: list) -> TrialResult:
         energy = ledger.add_round(RoundUsage(stats.client_cpu_s, stats.server_cpu_s,
                                              stats.bytes_up, stats.bytes_down))
         records.append(RoundRecord(stats.round, stats.accuracy, stats.loss, stats.bytes_up,
-                                   stats.bytes_down, stats.wall_s, ledger.total_j, energy))
+                                   stats.bytes_down, stats.wall_s, ledger.total_j, energy,
+                                   stats.client_accuracy))
     if not records:
         raise SweeperError("the federation ran no round")
     return TrialResult(
@@ -53,6 +54,11 @@ def _result(config: TrialConfig, rounds: list) -> TrialResult:
         energy_j=ledger.total_j,
         bytes_total=sum(r.bytes_up + r.bytes_down for r in records),
         meters=ledger.provenance(),
+        info={"bytes_by_client": {
+            stats.round: {str(stats.client_of_node.get(node, f"node-{node}")):
+                          {"up": up, "down": down}
+                          for node, (up, down) in sorted(stats.bytes_by_client.items())}
+            for stats in rounds}},
     )
 
 

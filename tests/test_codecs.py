@@ -2,45 +2,125 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord
+from flwr.app import Array, ArrayRecord, RecordDict
 
-from sweeper.fl.codecs import CODECS, get_codec
+from sweeper.fl.client_app import encode_with_feedback
+from sweeper.fl.codecs import LOSSLESS, UPLINK_CODECS, CodecSpec, build_codec
+from sweeper.fl.task import payload_bytes
 
 
-def _record(rng: np.random.Generator) -> ArrayRecord:
+def _record(seed: int = 0) -> ArrayRecord:
+    rng = np.random.default_rng(seed)
     record = ArrayRecord()
-    record["conv.weight"] = Array(rng.normal(0, 0.05, (8, 1, 3, 3)).astype(np.float32))
-    record["head.bias"] = Array(rng.normal(0, 1.0, (12,)).astype(np.float32))
+    scales = np.array([0.001, 0.01, 0.1, 1.0])[:, None, None, None]  # channels differ
+    record["conv.weight"] = Array((rng.normal(0, 1, (4, 3, 3, 3)) * scales).astype(np.float32))
+    record["head.bias"] = Array(rng.normal(0, 1.0, (13,)).astype(np.float32))  # odd length
     record["zeros"] = Array(np.zeros((4,), dtype=np.float32))
     record["steps"] = Array(np.array([7], dtype=np.int64))
     return record
 
 
-@pytest.mark.parametrize("name", sorted(CODECS))
-def test_round_trip_keeps_shape_dtype_and_bound(name: str) -> None:
-    original = _record(np.random.default_rng(0))
-    codec = get_codec(name)
+def _rows(a: np.ndarray, granularity: str) -> np.ndarray:
+    return a.reshape(a.shape[0], -1) if granularity == "channel" and a.ndim >= 2 else \
+        a.reshape(1, -1)
+
+
+def _check_bound(name: str, spec: CodecSpec, a: np.ndarray, b: np.ndarray) -> None:
+    if name == "none":
+        assert np.array_equal(a, b)
+    elif name == "fp16":
+        assert np.allclose(a, b, rtol=2**-11, atol=6e-8)
+    elif name == "bf16":
+        assert np.allclose(a, b, rtol=2**-8, atol=0)
+    elif name in ("int8", "int4"):
+        levels = 127 if name == "int8" else 7
+        rows_a, rows_b = _rows(a, spec.granularity), _rows(b, spec.granularity)
+        scale = np.abs(rows_a).max(axis=1, keepdims=True) / levels
+        bound = scale if spec.stochastic else scale / 2
+        assert np.all(np.abs(rows_a - rows_b) <= bound * (1 + 1e-5) + 1e-12)
+    elif name == "topk":
+        flat_a, flat_b = a.reshape(-1), b.reshape(-1)
+        kept = flat_b != 0
+        assert kept.sum() == max(1, int(np.ceil(spec.topk_ratio * flat_a.size))) or \
+            not flat_a.any()
+        assert np.array_equal(flat_a[kept], flat_b[kept])
+        if (~kept).any() and kept.any():
+            assert np.abs(flat_a[~kept]).max() <= np.abs(flat_a[kept]).min()
+
+
+CASES = [CodecSpec(name, granularity, stochastic, 0.2, lossless)
+         for name, granularity, stochastic, lossless in itertools.product(
+             UPLINK_CODECS, ("tensor", "channel"), (False, True), LOSSLESS)
+         if (name in ("int8", "int4") or (granularity, stochastic) == ("tensor", False))]
+
+
+@pytest.mark.parametrize("spec", CASES, ids=lambda s: f"{s.name}-{s.granularity}-"
+                         f"{'sr' if s.stochastic else 'rn'}-{s.lossless}")
+def test_round_trip_keeps_shape_dtype_and_bound(spec: CodecSpec) -> None:
+    original = _record()
+    codec = build_codec(spec, np.random.default_rng(3))
     decoded = codec.decode(codec.encode(original))
     assert list(decoded.keys()) == list(original.keys())
     for key, arr in original.items():
         a, b = arr.numpy(), decoded[key].numpy()
         assert b.shape == a.shape and b.dtype == a.dtype, key
-        if not np.issubdtype(a.dtype, np.floating) or name == "none":
+        if not np.issubdtype(a.dtype, np.floating):
             assert np.array_equal(a, b)
-        elif name == "fp16":
-            assert np.allclose(a, b, rtol=2**-11, atol=6e-8)
-        elif name == "int8":
-            bound = np.abs(a).max() / 127 / 2 if a.size else 0
-            assert np.abs(a - b).max() <= bound + 1e-7, key
+        else:
+            _check_bound(spec.name, spec, a, b)
 
 
-def test_int8_and_fp16_shrink_the_payload() -> None:
-    from sweeper.fl.task import payload_bytes
+def test_lossless_stage_is_exact_and_shrinks_redundant_data() -> None:
+    record = ArrayRecord()
+    record["w"] = Array(np.repeat(np.arange(64, dtype=np.float32), 64))
+    for method in ("zstd", "lz4"):
+        codec = build_codec(CodecSpec("none", lossless=method))
+        encoded = codec.encode(record)
+        assert np.array_equal(codec.decode(encoded)["w"].numpy(), record["w"].numpy())
+        assert payload_bytes(encoded) < 0.5 * payload_bytes(record)
 
+
+def test_stochastic_rounding_is_unbiased() -> None:
+    record = ArrayRecord()
+    values = np.full(20_001, 0.3, dtype=np.float32)
+    values[0] = 1.0  # scale = 1/7, so 0.3 lies between levels 2/7 and 3/7
+    record["w"] = Array(values)
+    codec = build_codec(CodecSpec("int4", stochastic=True), np.random.default_rng(0))
+    assert codec.decode(codec.encode(record))["w"].numpy()[1:].mean() == pytest.approx(
+        0.3, abs=0.005)
+    nearest = build_codec(CodecSpec("int4"))
+    assert nearest.decode(nearest.encode(record))["w"].numpy()[1:].mean() == pytest.approx(
+        2 / 7, rel=1e-5)
+
+
+def test_compression_ratios() -> None:
     original = ArrayRecord()
     original["w"] = Array(np.random.default_rng(1).normal(size=(256, 256)).astype(np.float32))
-    sizes = {name: payload_bytes(get_codec(name).encode(original)) for name in CODECS}
-    assert sizes["fp16"] < 0.55 * sizes["none"]
-    assert sizes["int8"] < 0.30 * sizes["none"]
+    size = {name: payload_bytes(build_codec(CodecSpec(name, topk_ratio=0.01)).encode(original))
+            for name in UPLINK_CODECS}
+    assert size["fp16"] < 0.51 * size["none"] and size["bf16"] < 0.51 * size["none"]
+    assert size["int8"] < 0.26 * size["none"]
+    assert size["int4"] < 0.13 * size["none"]
+    assert size["topk"] < 0.03 * size["none"]
+
+
+def test_error_feedback_carries_the_residual_across_rounds() -> None:
+    codec = build_codec(CodecSpec("topk", topk_ratio=0.1))
+    state = RecordDict()
+    rng = np.random.default_rng(0)
+    updates, sent = [], []
+    for _ in range(3):
+        update = ArrayRecord()
+        update["w"] = Array(rng.normal(size=(50,)).astype(np.float32))
+        updates.append(update["w"].numpy())
+        sent.append(codec.decode(encode_with_feedback(update, state, codec))["w"].numpy())
+    residual = state["error-feedback-residual"]["w"].numpy()
+    # Nothing is lost: what was sent plus what is still owed equals what was produced.
+    assert np.allclose(sum(sent) + residual, sum(updates), atol=1e-5)
+    # The second round sends entries owed from the first (not only its own largest).
+    own_top = np.argsort(-np.abs(updates[1]))[:5]
+    assert set(np.flatnonzero(sent[1])) != set(own_top)

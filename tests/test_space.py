@@ -102,3 +102,57 @@ def test_set_override_validation(tmp_path: Path) -> None:
         space.with_overrides({"update_codec": "zip"})
     with pytest.raises(SpaceError, match="--set warp: unknown leverage"):
         space.with_overrides({"warp": "9"})
+
+
+def test_when_samples_a_leverage_only_where_its_condition_holds(tmp_path: Path) -> None:
+    import optuna
+
+    path = write_space(tmp_path / "s.yaml", leverages={
+        "strategy": {"choices": ["fedavg", "fedprox", "fedadam"]},
+        "proximal_mu": {"low": 0.001, "high": 1.0, "log": True, "when": {"strategy": "fedprox"}},
+        "server_lr": {"low": 0.001, "high": 0.1, "when": {"strategy": ["fedadam"]}},
+        "update_codec": {"choices": ["none", "topk"]},
+        "topk_ratio": {"low": 0.01, "high": 0.1, "when": {"update_codec": "topk"}},
+    })
+    space = load_space(path)
+    study = optuna.create_study(directions=["maximize", "minimize"],
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(40):
+        trial = study.ask()
+        values = space.sample(trial)
+        assert ("proximal_mu" in values) == (values["strategy"] == "fedprox")
+        assert ("server_lr" in values) == (values["strategy"] == "fedadam")
+        assert ("topk_ratio" in values) == (values["update_codec"] == "topk")
+        assert set(trial.params) == set(values)
+        seen.add(values["strategy"])
+        study.tell(trial, [0.5, 1.0])
+    assert seen == {"fedavg", "fedprox", "fedadam"}
+    defaults = space.with_overrides({"strategy": "fedprox"})
+    assert defaults["proximal_mu"] == 0.001 and "server_lr" not in defaults
+
+
+@pytest.mark.parametrize(("when", "named"), [
+    ({"stratgy": "fedprox"}, "leverages.proximal_mu.when.stratgy"),
+    ({"strategy": "fedsgd"}, "leverages.proximal_mu.when.strategy"),
+])
+def test_bad_when_is_one_line_naming_the_key(tmp_path: Path, when: dict, named: str) -> None:
+    from sweeper.errors import SpaceError
+
+    path = write_space(tmp_path / "s.yaml", leverages={
+        "strategy": {"choices": ["fedavg", "fedprox"]},
+        "proximal_mu": {"low": 0.0, "high": 1.0, "when": when},
+    })
+    with pytest.raises(SpaceError, match=named.replace(".", r"\.")):
+        load_space(path)
+
+
+def test_clients_per_round_count_or_fraction(tmp_path: Path) -> None:
+    import optuna.distributions as od
+
+    path = write_space(tmp_path / "s.yaml", leverages={
+        "clients_per_round": {"low": 0.25, "high": 1.0}})
+    space = load_space(path)
+    assert space.distributions()["clients_per_round"] == od.FloatDistribution(0.25, 1.0)
+    assert space.trial_config({"clients_per_round": 0.5}).leverages["clients_per_round"] == 1
+    assert space.trial_config({"clients_per_round": 2}).leverages["clients_per_round"] == 2

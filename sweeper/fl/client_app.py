@@ -1,6 +1,6 @@
 """The ClientApp: local training with the trial's precision, update sent through its codec.
 
-Everything a client needs arrives in the train message (the trial's config travels in the
+Everything a client needs arrives in the message (the trial's config travels in the
 ConfigRecord), so the same app runs under the simulation engine and under SuperNodes.
 """
 
@@ -8,41 +8,85 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from sweeper.config import TrialConfig
-from sweeper.fl.codecs import get_codec
+from sweeper.fl.codecs import build_codec
 from sweeper.fl.task import (
     TRIAL_CONFIG_KEY,
+    add,
     client_data,
     difference,
+    downlink_codec,
     load_arrays,
     model_to_arrays,
     new_model,
+    uplink_codec,
 )
-from sweeper.kws.train import train
+from sweeper.kws.train import evaluate, train
+
+RESIDUAL_KEY = "error-feedback-residual"
 
 app = ClientApp()
+
+
+def _received(msg: Message) -> tuple[TrialConfig, int, ArrayRecord]:
+    """The trial's config, the round and the decoded global model of a server message."""
+    config_record = msg.content["config"]
+    config = TrialConfig.from_json(str(config_record[TRIAL_CONFIG_KEY]))
+    codec = build_codec(downlink_codec(config.leverages))
+    return config, int(config_record["server-round"]), codec.decode(msg.content["arrays"])
+
+
+def encode_with_feedback(update: ArrayRecord, state: RecordDict, codec) -> ArrayRecord:
+    """Error feedback (Seide et al. 2014; Karimireddy et al. 2019): what the codec drops this
+    round is kept in the client's state and added to its next update."""
+    residual = state.get(RESIDUAL_KEY)
+    corrected = add(update, residual) if residual is not None else update
+    encoded = codec.encode(corrected)
+    state[RESIDUAL_KEY] = difference(corrected, codec.decode(encoded))
+    return encoded
 
 
 @app.train()
 def train_round(msg: Message, context: Context) -> Message:
     started = time.process_time()
-    config_record = msg.content["config"]
-    config = TrialConfig.from_json(str(config_record[TRIAL_CONFIG_KEY]))
-    server_round = int(config_record["server-round"])
+    config, server_round, global_arrays = _received(msg)
     partition_id = int(context.node_config["partition-id"])
     lev = config.leverages
-    global_arrays: ArrayRecord = msg.content["arrays"]
     model = new_model(config)
     load_arrays(model, global_arrays)
     x, y = client_data(config, partition_id)
+    seed = config.seed * 1_000_003 + server_round * 1009 + partition_id
     loss = train(model, x, y, epochs=int(lev["local_epochs"]), batch_size=int(lev["batch_size"]),
-                 lr=float(lev["lr"]), precision=str(lev["precision"]),
-                 seed=config.seed * 1_000_003 + server_round * 1009 + partition_id)
-    update = get_codec(str(lev["update_codec"])).encode(
-        difference(model_to_arrays(model), global_arrays))
+                 lr=float(lev["lr"]), precision=str(lev["precision"]), seed=seed,
+                 proximal_mu=float(msg.content["config"].get("proximal-mu", 0.0)))
+    spec = uplink_codec(lev)
+    codec = build_codec(spec, np.random.default_rng(seed))
+    update = difference(model_to_arrays(model), global_arrays)
+    if spec.name == "topk":
+        update = encode_with_feedback(update, context.state, codec)
+    else:
+        update = codec.encode(update)
     metrics = MetricRecord({"num-examples": len(y), "train_loss": loss,
+                            "partition-id": partition_id,
                             "cpu_s": time.process_time() - started})
     return Message(RecordDict({"arrays": update, "metrics": metrics}), reply_to=msg)
+
+
+@app.evaluate()
+def evaluate_round(msg: Message, context: Context) -> Message:
+    """The global model on the client's own held-out examples."""
+    started = time.process_time()
+    config, _, global_arrays = _received(msg)
+    partition_id = int(context.node_config["partition-id"])
+    model = new_model(config)
+    load_arrays(model, global_arrays)
+    x, y = client_data(config, partition_id, part="eval")
+    loss, accuracy = evaluate(model, x, y) if len(y) else (float("nan"), float("nan"))
+    metrics = MetricRecord({"num-examples": len(y), "loss": loss, "accuracy": accuracy,
+                            "partition-id": partition_id,
+                            "cpu_s": time.process_time() - started})
+    return Message(RecordDict({"metrics": metrics}), reply_to=msg)

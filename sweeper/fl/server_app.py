@@ -1,5 +1,5 @@
-"""The ServerApp: FedAvg over the trial's clients, with centralized evaluation on the test
-split after every round. The per-round accounting is handed to `on_done`."""
+"""The ServerApp: the trial's Flower strategy over its clients, with centralized evaluation
+on the test split after every round. The per-round accounting is handed to `on_done`."""
 
 from __future__ import annotations
 
@@ -10,9 +10,16 @@ from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from sweeper.config import TrialConfig
-from sweeper.fl.codecs import get_codec
-from sweeper.fl.strategy import AccountedFedAvg, RoundStats
-from sweeper.fl.task import load_arrays, model_to_arrays, new_model, test_data
+from sweeper.fl.codecs import build_codec
+from sweeper.fl.strategy import RoundStats, accounted
+from sweeper.fl.task import (
+    downlink_codec,
+    load_arrays,
+    model_to_arrays,
+    new_model,
+    test_data,
+    uplink_codec,
+)
 from sweeper.kws.train import evaluate
 
 
@@ -22,10 +29,10 @@ def build_server_app(config: TrialConfig,
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        strategy = AccountedFedAvg(get_codec(str(config.leverages["update_codec"])),
-                                   config.to_json(),
-                                   int(config.leverages["clients_per_round"]),
-                                   config.scenario.num_clients)
+        lev = config.leverages
+        strategy = accounted(str(lev["strategy"]), lev, config.scenario.num_clients,
+                             build_codec(uplink_codec(lev)), build_codec(downlink_codec(lev)),
+                             config.to_json())
         model = new_model(config)
         x_test, y_test = test_data(config)
 
@@ -42,7 +49,7 @@ def build_server_app(config: TrialConfig,
             return MetricRecord({"accuracy": accuracy, "loss": loss})
 
         strategy.start(grid=grid, initial_arrays=model_to_arrays(model),
-                       num_rounds=config.scenario.rounds, evaluate_fn=evaluate_global)
+                       num_rounds=int(lev["rounds"]), evaluate_fn=evaluate_global)
         on_done([strategy.rounds[r] for r in sorted(strategy.rounds)])
 
     return app

@@ -1,7 +1,11 @@
-"""FedAvg that decodes client updates before aggregating and accounts every round.
+"""Flower's own strategies, wrapped to carry the trial's codecs and to account every round.
 
-Per round it records the serialized payload bytes of every message in each direction, the
-CPU time clients report, the server's own CPU time and the round's wall time.
+`accounted(name, ...)` builds e.g. an `AccountedFedProx`: the strategy class from
+`flwr.serverapp.strategy` with `AccountingMixin` in front of it in the MRO. The mixin
+encodes the global model for the downlink, decodes client updates before the strategy
+aggregates them (the strategy only ever sees full float32 models), and records per round the
+serialized payload bytes of every message in each direction and per client, the CPU time
+clients report, the server's own CPU time and the round's wall time.
 """
 
 from __future__ import annotations
@@ -9,13 +13,24 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp import strategy as flwr_strategies
 
 from sweeper.fl.codecs import Codec
-from sweeper.fl.task import TRIAL_CONFIG_KEY, apply_update, payload_bytes
+from sweeper.fl.task import TRIAL_CONFIG_KEY, add, payload_bytes
+
+STRATEGIES: dict[str, type] = {
+    "fedavg": flwr_strategies.FedAvg,
+    "fedprox": flwr_strategies.FedProx,
+    "fedadam": flwr_strategies.FedAdam,
+    "fedyogi": flwr_strategies.FedYogi,
+    "fedadagrad": flwr_strategies.FedAdagrad,
+    "fedavgm": flwr_strategies.FedAvgM,
+    "fedmedian": flwr_strategies.FedMedian,
+}
 
 
 @dataclass
@@ -23,57 +38,140 @@ class RoundStats:
     round: int
     bytes_up: int = 0
     bytes_down: int = 0
+    bytes_by_client: dict[int, list[int]] = field(default_factory=dict)  # node: [up, down]
+    client_of_node: dict[int, int] = field(default_factory=dict)  # node id -> partition id
     client_cpu_s: float = 0.0
     server_cpu_s: float = 0.0
     clients_ok: int = 0
     clients_failed: int = 0
     errors: list[str] = field(default_factory=list)  # reasons of failed clients
     train_loss: float = float("nan")
-    accuracy: float = float("nan")
+    client_accuracy: float = float("nan")  # clients' held-out data, weighted mean
+    accuracy: float = float("nan")  # centralized test set
     loss: float = float("nan")
     wall_s: float = 0.0
     started: float = 0.0
 
+    def count(self, node: int, up: int = 0, down: int = 0) -> None:
+        self.bytes_up += up
+        self.bytes_down += down
+        per = self.bytes_by_client.setdefault(node, [0, 0])
+        per[0] += up
+        per[1] += down
 
-class AccountedFedAvg(FedAvg):
-    def __init__(self, codec: Codec, trial_config_json: str, clients_per_round: int,
-                 num_clients: int) -> None:
-        super().__init__(fraction_train=clients_per_round / num_clients, fraction_evaluate=0.0,
-                         min_train_nodes=clients_per_round, min_evaluate_nodes=0,
-                         min_available_nodes=num_clients)
-        self.codec = codec
+
+class AccountingMixin:
+    """Put in front of a Flower strategy class (see `accounted`)."""
+
+    def setup_accounting(self, uplink: Codec, downlink: Codec, trial_config_json: str) -> None:
+        self.uplink, self.downlink = uplink, downlink
         self.trial_config_json = trial_config_json
         self.rounds: dict[int, RoundStats] = {}
         self._global: ArrayRecord | None = None
 
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                        grid: Grid) -> Iterable[Message]:
-        stats = self.rounds.setdefault(server_round, RoundStats(server_round))
-        stats.started = time.perf_counter()
-        config[TRIAL_CONFIG_KEY] = self.trial_config_json
-        self._global = arrays
-        messages = list(super().configure_train(server_round, arrays, config, grid))
-        stats.bytes_down += sum(payload_bytes(m) for m in messages)
+    def _stats(self, server_round: int) -> RoundStats:
+        if server_round not in self.rounds:
+            self.rounds[server_round] = RoundStats(server_round, started=time.perf_counter())
+        return self.rounds[server_round]
+
+    def _outgoing(self, server_round: int, messages: Iterable[Message],
+                  arrays: ArrayRecord) -> list[Message]:
+        messages = list(messages)
+        encoded = self.downlink.encode(arrays)
+        stats = self._stats(server_round)
+        for msg in messages:
+            msg.content["arrays"] = encoded
+            stats.count(msg.metadata.dst_node_id, down=payload_bytes(msg))
         return messages
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]
-                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        started = time.process_time()
-        stats = self.rounds[server_round]
+    def _incoming(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
+        stats = self._stats(server_round)
         replies = list(replies)
         for msg in replies:
-            stats.bytes_up += payload_bytes(msg)
+            stats.count(msg.metadata.src_node_id, up=payload_bytes(msg))
             if msg.has_error():
                 stats.clients_failed += 1
                 stats.errors.append(msg.error.reason)
                 continue
-            stats.clients_ok += 1
             metrics = msg.content["metrics"]
             stats.client_cpu_s += float(metrics["cpu_s"])
-            decoded = self.codec.decode(msg.content["arrays"])
-            msg.content["arrays"] = apply_update(self._global, decoded)
+            stats.client_of_node[msg.metadata.src_node_id] = int(metrics["partition-id"])
+        return replies
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        self._stats(server_round)
+        config[TRIAL_CONFIG_KEY] = self.trial_config_json
+        self._global = arrays
+        return self._outgoing(server_round,
+                              super().configure_train(server_round, arrays, config, grid), arrays)
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = self._incoming(server_round, replies)
+        started = time.process_time()
+        stats = self.rounds[server_round]
+        for msg in replies:
+            if not msg.has_error():
+                stats.clients_ok += 1
+                decoded = self.uplink.decode(msg.content["arrays"])
+                msg.content["arrays"] = add(self._global, decoded)
         arrays, metrics = super().aggregate_train(server_round, replies)
+        if arrays is not None:  # FedOpt's moments are float64: keep the model's own dtypes
+            arrays = _like(arrays, self._global)
         if metrics is not None:
             stats.train_loss = float(metrics["train_loss"])
         stats.server_cpu_s += time.process_time() - started
         return arrays, metrics
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        config[TRIAL_CONFIG_KEY] = self.trial_config_json
+        return self._outgoing(
+            server_round, super().configure_evaluate(server_round, arrays, config, grid), arrays)
+
+    def aggregate_evaluate(self, server_round: int,
+                           replies: Iterable[Message]) -> MetricRecord | None:
+        metrics = super().aggregate_evaluate(server_round, self._incoming(server_round, replies))
+        if metrics is not None:
+            self.rounds[server_round].client_accuracy = float(metrics["accuracy"])
+        return metrics
+
+
+def strategy_options(name: str, leverages: dict[str, Any]) -> dict[str, Any]:
+    """The strategy's own hyper-parameters from the leverages (None: Flower's default)."""
+    if name == "fedprox":
+        return {"proximal_mu": float(leverages["proximal_mu"])}
+    if name == "fedavgm":
+        options = {"server_momentum": float(leverages["server_momentum"])}
+        if leverages["server_lr"] is not None:
+            options["server_learning_rate"] = float(leverages["server_lr"])
+        return options
+    if name in ("fedadam", "fedyogi", "fedadagrad"):
+        keys = {"server_lr": "eta", "tau": "tau"}
+        if name != "fedadagrad":
+            keys.update(beta_1="beta_1", beta_2="beta_2")
+        return {flwr_key: float(leverages[ours]) for ours, flwr_key in keys.items()
+                if leverages[ours] is not None}
+    return {}
+
+
+def accounted(name: str, leverages: dict[str, Any], num_clients: int, uplink: Codec,
+              downlink: Codec, trial_config_json: str) -> AccountingMixin:
+    base = STRATEGIES[name]
+    cls = type(f"Accounted{base.__name__}", (AccountingMixin, base), {})
+    per_round = int(leverages["clients_per_round"])
+    strategy = cls(fraction_train=per_round / num_clients, fraction_evaluate=per_round /
+                   num_clients, min_train_nodes=per_round, min_evaluate_nodes=per_round,
+                   min_available_nodes=num_clients, **strategy_options(name, leverages))
+    strategy.setup_accounting(uplink, downlink, trial_config_json)
+    return strategy
+
+
+def _like(arrays: ArrayRecord, reference: ArrayRecord) -> ArrayRecord:
+    out = ArrayRecord()
+    for key, arr in arrays.items():
+        a = arr.numpy()
+        dtype = reference[key].numpy().dtype
+        out[key] = arr if a.dtype == dtype else Array(a.astype(dtype))
+    return out

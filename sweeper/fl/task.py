@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
 from sweeper.config import TrialConfig
-from sweeper.kws.dataset import client_partitions, load_data
+from sweeper.fl.codecs import CodecSpec
+from sweeper.kws.dataset import client_split, load_data
 from sweeper.kws.models import build_model
 
 TRIAL_CONFIG_KEY = "trial-config"
@@ -27,28 +30,41 @@ def load_arrays(model: torch.nn.Module, record: ArrayRecord) -> None:
     model.load_state_dict(record.to_torch_state_dict())
 
 
+def uplink_codec(leverages: dict[str, Any]) -> CodecSpec:
+    return CodecSpec(str(leverages["update_codec"]), str(leverages["quant_granularity"]),
+                     bool(leverages["stochastic_rounding"]), float(leverages["topk_ratio"]),
+                     str(leverages["lossless"]))
+
+
+def downlink_codec(leverages: dict[str, Any]) -> CodecSpec:
+    return CodecSpec(str(leverages["downlink_codec"]), str(leverages["quant_granularity"]),
+                     False, 1.0, str(leverages["lossless"]))
+
+
+def _combine(a: ArrayRecord, b: ArrayRecord, op) -> ArrayRecord:
+    """op(a, b) for float arrays; other arrays taken from `a`."""
+    out = ArrayRecord()
+    for key, arr in a.items():
+        x = arr.numpy()
+        out[key] = Array(op(x, b[key].numpy()).astype(x.dtype)
+                         if np.issubdtype(x.dtype, np.floating) else x)
+    return out
+
+
 def difference(new: ArrayRecord, old: ArrayRecord) -> ArrayRecord:
-    """new - old for float arrays; other arrays as in `new`."""
-    out = ArrayRecord()
-    for key, arr in new.items():
-        a = arr.numpy()
-        out[key] = Array(a - old[key].numpy() if np.issubdtype(a.dtype, np.floating) else a)
-    return out
+    return _combine(new, old, np.subtract)
 
 
-def apply_update(base: ArrayRecord, update: ArrayRecord) -> ArrayRecord:
-    """base + update for float arrays; other arrays taken from `update`."""
-    out = ArrayRecord()
-    for key, arr in update.items():
-        u = arr.numpy()
-        b = base[key].numpy()
-        out[key] = Array((b + u).astype(b.dtype) if np.issubdtype(b.dtype, np.floating) else u)
-    return out
+def add(base: ArrayRecord, update: ArrayRecord) -> ArrayRecord:
+    return _combine(base, update, np.add)
 
 
-def client_data(config: TrialConfig, partition_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def client_data(config: TrialConfig, partition_id: int,
+                part: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """A client's local training data, or its held-out local evaluation data."""
     data = load_data(config.scenario)
-    index = torch.tensor(client_partitions(config.scenario, config.seed)[partition_id])
+    train, held_out = client_split(config.scenario, config.seed, partition_id)
+    index = torch.tensor(train if part == "train" else held_out, dtype=torch.long)
     return data.x[index], data.y[index]
 
 

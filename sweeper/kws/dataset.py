@@ -6,6 +6,8 @@ import os
 from functools import cache
 from pathlib import Path
 
+import numpy as np
+
 from sweeper.config import Scenario
 from sweeper.errors import DataError
 from sweeper.kws.features import FeatureConfig, KwsData, load_features
@@ -41,3 +43,12 @@ def client_partitions(scenario: Scenario, seed: int) -> tuple[tuple[int, ...], .
     train = data.indices("train").tolist()
     parts = by_speaker(data.speakers, train, scenario.num_clients, seed)
     return tuple(tuple(p) for p in parts)
+
+
+def client_split(scenario: Scenario, seed: int, partition_id: int,
+                 eval_fraction: float = 0.1) -> tuple[list[int], list[int]]:
+    """A client's own examples as (train, local evaluation): a seeded 10% held out."""
+    part = list(client_partitions(scenario, seed)[partition_id])
+    order = np.random.default_rng([seed, partition_id]).permutation(len(part))
+    n_eval = int(len(part) * eval_fraction)
+    return sorted(part[i] for i in order[n_eval:]), sorted(part[i] for i in order[:n_eval])

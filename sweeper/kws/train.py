@@ -19,9 +19,13 @@ def precision_context(precision: str) -> contextlib.AbstractContextManager:
 
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int,
-          lr: float, precision: str, seed: int) -> float:
-    """SGD with momentum over (x, y); returns the mean training loss of the last epoch."""
+          lr: float, precision: str, seed: int, proximal_mu: float = 0.0) -> float:
+    """SGD with momentum over (x, y); returns the mean training loss of the last epoch.
+
+    With `proximal_mu` > 0 the loss gains (mu / 2) * ||w - w_start||^2, FedProx's proximal
+    term anchoring the local model to the one training started from (Li et al., 2020)."""
     generator = torch.Generator().manual_seed(seed)
+    anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else []
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
     model.train()
@@ -36,6 +40,9 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, ba
             optimizer.zero_grad()
             with precision_context(precision):
                 loss = loss_fn(model(x[batch]), y[batch])
+            if anchor:
+                loss = loss + proximal_mu / 2 * sum(
+                    (p - a).pow(2).sum() for p, a in zip(model.parameters(), anchor, strict=True))
             loss.backward()
             optimizer.step()
             total += loss.item() * len(batch)

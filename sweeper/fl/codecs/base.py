@@ -1,0 +1,76 @@
+"""The codec interface and its compositions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+from flwr.app import Array, ArrayRecord
+
+
+class Codec(Protocol):
+    name: str
+
+    def encode(self, record: ArrayRecord) -> ArrayRecord: ...
+
+    def decode(self, record: ArrayRecord) -> ArrayRecord: ...
+
+
+def is_float(array: Array) -> bool:
+    return array.stype == "numpy.ndarray" and np.issubdtype(np.dtype(array.dtype), np.floating)
+
+
+class Identity:
+    name = "none"
+
+    def encode(self, record: ArrayRecord) -> ArrayRecord:
+        return record
+
+    def decode(self, record: ArrayRecord) -> ArrayRecord:
+        return record
+
+
+class Pipeline:
+    """Stages applied in order on encode, in reverse on decode."""
+
+    def __init__(self, stages: list[Codec]) -> None:
+        self.stages = stages
+        self.name = "+".join(s.name for s in stages)
+
+    def encode(self, record: ArrayRecord) -> ArrayRecord:
+        for stage in self.stages:
+            record = stage.encode(record)
+        return record
+
+    def decode(self, record: ArrayRecord) -> ArrayRecord:
+        for stage in reversed(self.stages):
+            record = stage.decode(record)
+        return record
+
+
+class ElementwiseCodec:
+    """A codec that maps each float array to one encoded array and back."""
+
+    name = "elementwise"
+
+    def encode_array(self, a: np.ndarray) -> Array:
+        raise NotImplementedError
+
+    def decode_array(self, array: Array) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode(self, record: ArrayRecord) -> ArrayRecord:
+        return _map(record, is_float, lambda arr: self.encode_array(arr.numpy()))
+
+    def decode(self, record: ArrayRecord) -> ArrayRecord:
+        return _map(record, lambda arr: arr.stype.startswith("sweeper."),
+                    lambda arr: Array(self.decode_array(arr)))
+
+
+def _map(record: ArrayRecord, selected: Callable[[Array], bool],
+         fn: Callable[[Array], Array]) -> ArrayRecord:
+    out = ArrayRecord()
+    for key, arr in record.items():
+        out[key] = fn(arr) if selected(arr) else arr
+    return out
