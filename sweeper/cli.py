@@ -44,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     trial.add_argument("--json", action="store_true", help="print the TrialResult as JSON")
     trial.add_argument("--store", type=Path, default=DEFAULT_STORE)
     trial.set_defaults(func=_trial)
+    baseline = sub.add_parser("baseline", help="train the space's model centrally (the ceiling)")
+    baseline.add_argument("--space", required=True, type=Path)
+    baseline.add_argument("--set", action="append", default=[], metavar="LEVERAGE=VALUE")
+    baseline.add_argument("--epochs", type=int, default=20)
+    baseline.add_argument("--store", type=Path, default=DEFAULT_STORE)
+    baseline.set_defaults(func=_baseline)
     return parser
 
 
@@ -62,7 +68,8 @@ def _pareto(args: argparse.Namespace) -> int:
 
         outcome = run_sweep(space, args.store, sweep=args.resume or args.name,
                             resume=bool(args.resume), ray_address=args.ray_address,
-                            dashboard=not args.no_dashboard, on_progress=show)
+                            dashboard=not args.no_dashboard, on_progress=show,
+                            on_prepare=_corpus_progress(live))
     tracker = Tracker(args.store)
     rows = front_rows(outcome.study, space, outcome.trial_runs)
     publish(outcome.study, space, tracker, outcome.parent_run_id, rows)
@@ -72,6 +79,20 @@ def _pareto(args: argparse.Namespace) -> int:
     out.print(front_table(rows, f"Pareto front of {outcome.sweep} ({goals})"))
     print(f"sweep: {outcome.sweep}   MLflow: mlflow ui --backend-store-uri {tracker.uri}")
     return 0
+
+
+def _corpus_progress(live: Live):
+    """A progress bar for the one-time synthesis of the speech corpus."""
+    from rich.progress import Progress
+
+    bar = Progress(console=live.console)
+    task = bar.add_task("synthesizing the speech corpus (once, then cached)", total=None)
+
+    def update(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+        live.update(bar)
+
+    return update
 
 
 def _progress_view(progress, space) -> Table:
@@ -92,20 +113,47 @@ def _progress_view(progress, space) -> Table:
     return table
 
 
-def _trial(args: argparse.Namespace) -> int:
+def _configured(args: argparse.Namespace):
+    """The space and the trial configuration its defaults and `--set` values give."""
     from sweeper.space import load_space
-    from sweeper.tracking import Tracker
-    from sweeper.trial import prepare, run_trial
+    from sweeper.trial import prepare
 
     space = load_space(args.space)
-    overrides = {}
+    overrides: dict[str, str] = {}
     for item in args.set:
         name, sep, value = item.partition("=")
         if not sep:
             raise SweeperError(f"--set {item}: expected LEVERAGE=VALUE")
         overrides[name.strip()] = value.strip()
     config = space.trial_config(space.with_overrides(overrides))
-    prepare(config.scenario, config.seed)
+    with Live(console=Console(stderr=True), transient=True) as live:
+        prepare(config.scenario, config.seed, _corpus_progress(live))
+    return space, config
+
+
+def _baseline(args: argparse.Namespace) -> int:
+    from sweeper.baseline import run_baseline
+    from sweeper.tracking import Tracker
+
+    space, config = _configured(args)
+    result = run_baseline(config, args.epochs)
+    tracker = Tracker(args.store)
+    run_id = tracker.log_baseline(f"{space.name}-baselines", config, result)
+    model = result.model
+    print(f"centralized {model['name']} ({model['parameters']:,} parameters, "
+          f"{model['flops_per_example']:,} FLOPs/example) on {result.examples} pooled "
+          f"training examples, {args.epochs} epochs: test accuracy {result.accuracy:.4f} "
+          f"(best {max(result.accuracy_by_epoch, default=float('nan')):.4f}) in "
+          f"{result.wall_s:.1f} s")
+    print(f"MLflow run {run_id} in {tracker.uri}")
+    return 0
+
+
+def _trial(args: argparse.Namespace) -> int:
+    from sweeper.tracking import Tracker
+    from sweeper.trial import run_trial
+
+    space, config = _configured(args)
     result = run_trial(config)
     tracker = Tracker(args.store)
     parent = tracker.sweep_run(f"{space.name}-single-trials", create=True)

@@ -28,8 +28,25 @@ class LeverageSpec:
 
 LEVERAGES: dict[str, LeverageSpec] = {
     "precision": LeverageSpec(
-        "categorical", "fp32", "arithmetic of local training (autocast)", choices=("fp32", "bf16")
+        "categorical", "fp32", "arithmetic of local training (autocast)",
+        choices=("fp32", "bf16", "fp16"),
     ),
+    "model": LeverageSpec(
+        "categorical", "cnn_small", "keyword-spotting network",
+        choices=("cnn_small", "ds_cnn_s", "ds_cnn_m", "ds_cnn_l"),
+    ),
+    "width": LeverageSpec("float", 1.0, "multiplier of the model's channel counts", low=0.1,
+                          high=4.0),
+    "optimizer": LeverageSpec("categorical", "sgd", "client optimizer (SGD has momentum 0.9)",
+                              choices=("sgd", "adam")),
+    "features": LeverageSpec("categorical", "mfcc", "audio front end",
+                             choices=("mfcc", "logmel")),
+    "sample_rate": LeverageSpec("categorical", 16_000, "audio rate before features (Hz)",
+                                choices=(8_000, 16_000)),
+    "n_mels": LeverageSpec("int", 40, "mel bands", low=8, high=128),
+    "n_mfcc": LeverageSpec("int", 10, "MFCC coefficients kept (mfcc only)", low=2, high=40),
+    "win_ms": LeverageSpec("float", 40.0, "analysis window (ms)", low=10.0, high=100.0),
+    "hop_ms": LeverageSpec("float", 20.0, "hop between windows (ms)", low=5.0, high=50.0),
     "update_codec": LeverageSpec(
         "categorical", "none", "encoding of the client's update on the uplink",
         choices=("none", "fp16", "bf16", "int8", "int4", "topk"),
@@ -85,14 +102,15 @@ class Scenario:
 
     dataset: str = "synthetic"  # "synthetic" | "speech_commands"
     data_dir: str | None = None  # a Speech Commands folder, for dataset: speech_commands
+    task: str = "12"  # "12": 10 keywords + unknown + silence; "35": every word
     corpus_speakers: int = 32  # synthetic corpus: number of distinct voices
     corpus_takes: int = 6  # synthetic corpus: utterances per (speaker, word)
     corpus_seed: int = 0
     num_clients: int = 4
-    partition: str = "speaker"
+    partition: str = "speaker"  # "speaker" | "iid" | "dirichlet"
+    dirichlet_alpha: float = 0.5  # partition: dirichlet; small = skewed labels per client
     rounds: int = 3
     engine: str = "simulation"
-    model: str = "cnn_small"
     host_profile: str = "laptop"
     network_profile: str = "wifi"
     cpus_per_trial: int = 1

@@ -79,10 +79,11 @@ def _remote_trial(config_json: str) -> dict[str, Any]:
 
 def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume: bool = False,
               ray_address: str | None = None, dashboard: bool = True,
-              on_progress: Callable[[SweepProgress], None] | None = None) -> SweepOutcome:
+              on_progress: Callable[[SweepProgress], None] | None = None,
+              on_prepare: Callable[[int, int], None] | None = None) -> SweepOutcome:
     """Run (or resume) a sweep until `budget.trials` trials have finished."""
     sweep = sweep or new_sweep_name(space)
-    prepare(space.scenario, space.seed)  # corpus, features, partitions: once, before trials
+    prepare(space.scenario, space.seed, on_prepare)  # data once, before any trial
     store = Path(store)
     store.mkdir(parents=True, exist_ok=True)
     study = studies.open_study(space, sweep, store, create=not resume)

@@ -23,9 +23,9 @@ REQUIRED_TOP_KEYS = ("name", "objectives", "leverages")
 SAMPLERS = ("tpe", "nsga2", "random")
 SCENARIO_CHOICES = {
     "dataset": ("synthetic", "speech_commands"),
-    "partition": ("speaker",),
+    "task": ("12", "35"),
+    "partition": ("speaker", "iid", "dirichlet"),
     "engine": ("simulation",),
-    "model": ("cnn_small",),
 }
 
 
@@ -221,13 +221,15 @@ def _scenario(where: str, raw: dict) -> Scenario:
         declared = str(types[key])
         if "None" in declared and value is None:
             continue
-        kind = int if declared.startswith("int") else str
+        kind = {"int": int, "float": float}.get(declared.split(" ")[0], str)
         value = _typed(where, f"scenario.{key}", value, kind)
         if key in SCENARIO_CHOICES and value not in SCENARIO_CHOICES[key]:
             raise SpaceError(f"{where}: scenario.{key}: {value!r} is not one of "
                              f"{SCENARIO_CHOICES[key]}")
         if kind is int and value < 1 and key != "corpus_seed":
             raise SpaceError(f"{where}: scenario.{key}: must be >= 1, got {value}")
+        if kind is float and value <= 0:
+            raise SpaceError(f"{where}: scenario.{key}: must be > 0, got {value}")
     scenario = Scenario(**raw)
     if scenario.dataset == "speech_commands" and not scenario.data_dir:
         raise SpaceError(f"{where}: scenario.data_dir: required for dataset speech_commands")

@@ -90,11 +90,8 @@ class Tracker:
         run = self.client.create_run(parent.info.experiment_id, run_name=f"trial-{number}",
                                      tags=tags)
         run_id = run.info.run_id
-        params = {**{k: v for k, v in config.leverages.items()},
-                  **{f"scenario.{k}": v for k, v in config.to_dict()["scenario"].items()},
-                  "seed": config.seed}
         self.client.log_batch(run_id, metrics=_metrics(result),
-                              params=[Param(k, str(v)) for k, v in params.items()])
+                              params=[Param(k, str(v)) for k, v in _params(config).items()])
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / CONFIG_ARTIFACT).write_text(config.to_json())
             (Path(tmp) / "result.json").write_text(json.dumps(result.to_dict(), indent=1))
@@ -103,6 +100,32 @@ class Tracker:
         status = RunStatus.FINISHED if result.status != "failed" else RunStatus.FAILED
         self.client.set_terminated(run_id, RunStatus.to_string(status))
         return run_id
+
+
+    def log_baseline(self, experiment: str, config: TrialConfig, result) -> str:
+        """A centralized baseline as a run of its own experiment (params like a trial's)."""
+        existing = self.client.get_experiment_by_name(experiment)
+        experiment_id = existing.experiment_id if existing else self.client.create_experiment(
+            experiment, artifact_location=(self.store.resolve() / "artifacts" / experiment
+                                           ).as_uri())
+        run = self.client.create_run(experiment_id, run_name="baseline",
+                                     tags={ROLE_TAG: "baseline"})
+        now = int(time.time() * 1000)
+        metrics = [Metric("accuracy", a, now, e + 1)
+                   for e, a in enumerate(result.accuracy_by_epoch)]
+        metrics += [Metric("loss", v, now, e + 1) for e, v in enumerate(result.loss_by_epoch)]
+        metrics += [Metric("final.accuracy", result.accuracy, now, 0),
+                    Metric("final.wall_s", result.wall_s, now, 0)]
+        self.client.log_batch(run.info.run_id, metrics=metrics,
+                              params=[Param(k, str(v)) for k, v in _params(config).items()])
+        self.client.set_terminated(run.info.run_id)
+        return run.info.run_id
+
+
+def _params(config: TrialConfig) -> dict[str, object]:
+    return {**config.leverages,
+            **{f"scenario.{k}": v for k, v in config.to_dict()["scenario"].items()},
+            "seed": config.seed}
 
 
 def _metrics(result: TrialResult) -> list[Metric]:

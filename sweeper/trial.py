@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Callable
 
 import torch
 
@@ -11,7 +12,8 @@ from sweeper.config import Scenario, TrialConfig
 from sweeper.energy import RoundUsage, load_profiles, modeled_ledger
 from sweeper.errors import SweeperError
 from sweeper.fl import run_trial_federation
-from sweeper.kws.dataset import client_partitions
+from sweeper.kws.dataset import client_partitions, dataset_root, partition_stats
+from sweeper.kws.task import model_info
 from sweeper.result import RoundRecord, TrialResult
 
 
@@ -54,7 +56,9 @@ def _result(config: TrialConfig, rounds: list) -> TrialResult:
         energy_j=ledger.total_j,
         bytes_total=sum(r.bytes_up + r.bytes_down for r in records),
         meters=ledger.provenance(),
-        info={"bytes_by_client": {
+        info={"partition": partition_stats(config.scenario, config.seed),
+              "model": model_info(config),
+              "bytes_by_client": {
             stats.round: {str(stats.client_of_node.get(node, f"node-{node}")):
                           {"up": up, "down": down}
                           for node, (up, down) in sorted(stats.bytes_by_client.items())}
@@ -62,7 +66,10 @@ def _result(config: TrialConfig, rounds: list) -> TrialResult:
     )
 
 
-def prepare(scenario: Scenario, seed: int) -> None:
+def prepare(scenario: Scenario, seed: int,
+            progress: Callable[[int, int], None] | None = None) -> None:
     """Generate and featurize the scenario's dataset once, so trials only read the cache,
-    and check that it can be partitioned (a bad scenario fails here, not in every trial)."""
+    and check that it can be partitioned (a bad scenario fails here, not in every trial).
+    `progress(done, total)` follows the corpus synthesis, when there is one."""
+    dataset_root(scenario, progress)
     client_partitions(scenario, seed)

@@ -5,11 +5,16 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 
 from sweeper.config import Scenario
 from sweeper.kws.data import SILENCE, UNKNOWN, list_examples
 from sweeper.kws.dataset import cache_root, client_partitions, dataset_root, load_data
+from sweeper.kws.features import FeatureConfig
+from sweeper.kws.models import MODELS, build_model, flops_per_example, parameter_count
+from sweeper.kws.partition import dirichlet, iid
 from sweeper.kws.synth import KEYWORDS, CorpusSpec, ensure_corpus
 from sweeper.kws.train import train
 
@@ -42,7 +47,7 @@ def test_twelve_balanced_classes() -> None:
     counts = Counter(data.y[data.indices("train")].tolist())
     assert len(counts) == 12
     assert max(counts.values()) <= 2 * min(counts.values())
-    assert data.x.shape[1:] == (1, 40, 101)  # 40 mels x (1 s / 10 ms hop + 1)
+    assert data.x.shape[1:] == (1, 10, 51)  # 10 MFCCs x (1 s / 20 ms hop + 1)
 
 
 def test_speaker_partition_invariants() -> None:
@@ -61,7 +66,7 @@ def test_speaker_partition_invariants() -> None:
 
 def test_bf16_training_really_runs_in_bf16() -> None:
     data = load_data(TINY)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(40 * 101, 12))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(10 * 51, 12))
     seen = []
     model[1].register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
     x, y = data.x[:16], data.y[:16]
@@ -70,6 +75,10 @@ def test_bf16_training_really_runs_in_bf16() -> None:
     seen.clear()
     train(model, x, y, epochs=1, batch_size=8, lr=0.01, precision="fp32", seed=0)
     assert set(seen) == {torch.float32}
+    seen.clear()
+    train(model, x, y, epochs=1, batch_size=8, lr=0.01, precision="fp16", seed=0)
+    assert set(seen) == {torch.float16}
+    assert model[1].weight.dtype == torch.float32  # master weights stay fp32
 
 
 def test_real_layout_is_read_by_the_same_loader(tmp_path: Path) -> None:
@@ -96,4 +105,73 @@ def test_real_layout_is_read_by_the_same_loader(tmp_path: Path) -> None:
     assert any(e.label == 11 for e in examples)  # silence cut from the noise file
     scenario = Scenario(dataset="speech_commands", data_dir=str(root), num_clients=1)
     data = load_data(scenario)
-    assert data.x.shape[1:] == (1, 40, 101)
+    assert data.x.shape[1:] == (1, 10, 51)
+    words35 = load_data(Scenario(dataset="speech_commands", data_dir=str(root), task="35",
+                                 num_clients=1))
+    assert len(words35.classes) == 35
+    assert sorted({words35.classes[i] for i in words35.y.tolist()}) == ["marvin", "no", "yes"]
+
+
+@pytest.mark.parametrize(("config", "shape"), [
+    (FeatureConfig(), (10, 51)),
+    (FeatureConfig(kind="logmel", n_mels=40, win_ms=30, hop_ms=10), (40, 101)),
+    (FeatureConfig(sample_rate=8000, n_mfcc=13), (13, 51)),
+    (FeatureConfig(kind="logmel", sample_rate=8000, n_mels=20, hop_ms=10), (20, 101)),
+])
+def test_feature_shapes_per_config(config: FeatureConfig, shape: tuple[int, int]) -> None:
+    data = load_data(TINY, config)
+    assert data.x.shape[1:] == (1, *shape) == (1, config.n_features, config.n_frames)
+    assert load_data(TINY, config) is data  # computed once per process
+    train = data.x[data.indices("train")]
+    assert train.mean().abs() < 1e-3 and (train.std() - 1).abs() < 0.05  # normalized
+
+
+def _label_skew(parts, labels) -> float:
+    """Mean total-variation distance between each client's label mix and the pooled mix."""
+    pooled = labels[[i for p in parts for i in p]]
+    overall = np.bincount(pooled, minlength=12) / len(pooled)
+    return float(np.mean([0.5 * np.abs(np.bincount(labels[list(p)], minlength=12) / len(p)
+                                       - overall).sum() for p in parts]))
+
+
+def test_iid_and_dirichlet_partitions() -> None:
+    data = load_data(TINY)
+    train = data.indices("train").tolist()
+    labels = data.y.numpy()
+    for parts in (iid(train, 4, 0), dirichlet(labels.tolist(), train, 4, 1000.0, 0),
+                  dirichlet(labels.tolist(), train, 4, 0.1, 0)):
+        assert sorted(i for p in parts for i in p) == sorted(train) and all(parts)
+    near_iid = _label_skew(dirichlet(labels.tolist(), train, 4, 1000.0, 0), labels)
+    skewed = _label_skew(dirichlet(labels.tolist(), train, 4, 0.1, 0), labels)
+    assert near_iid < 0.1 < 0.4 < skewed
+    assert _label_skew(iid(train, 4, 0), labels) < 0.5 * skewed  # sampling noise only
+    assert iid(train, 4, 0) == iid(train, 4, 0) and iid(train, 4, 0) != iid(train, 4, 1)
+
+
+def test_models_report_size_and_cost() -> None:
+    sizes = {name: parameter_count(build_model(name, 12)) for name in MODELS}
+    assert sizes["ds_cnn_s"] < sizes["ds_cnn_m"] < sizes["ds_cnn_l"]
+    assert parameter_count(build_model("ds_cnn_s", 12, width=2.0)) > 2 * sizes["ds_cnn_s"]
+    # FLOPs of a lone linear layer: 2 x in x out per example
+    assert flops_per_example(torch.nn.Linear(510, 12), (510,)) == 2 * 510 * 12
+    for name in MODELS:
+        assert flops_per_example(build_model(name, 12), (1, 10, 51)) > 1e6
+
+
+def test_baseline_command_logs_test_accuracy(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture) -> None:
+    from conftest import write_space
+    from mlflow.tracking import MlflowClient
+
+    from sweeper.cli import main
+    from sweeper.tracking import tracking_uri
+
+    store = tmp_path / "store"
+    assert main(["baseline", "--space", str(write_space(tmp_path / "s.yaml")), "--epochs", "2",
+                 "--set", "model=ds_cnn_s", "--store", str(store)]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    client = MlflowClient(tracking_uri(store))
+    experiment = client.get_experiment_by_name("tiny-baselines")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.data.params["model"] == "ds_cnn_s"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "accuracy")] == [1, 2]

@@ -22,9 +22,9 @@ from sweeper.fl.task import (
     downlink_codec,
     load_arrays,
     model_to_arrays,
-    new_model,
     uplink_codec,
 )
+from sweeper.kws.task import new_model
 from sweeper.kws.train import evaluate, train
 
 RESIDUAL_KEY = "error-feedback-residual"
@@ -62,7 +62,8 @@ def train_round(msg: Message, context: Context) -> Message:
     seed = config.seed * 1_000_003 + server_round * 1009 + partition_id
     loss = train(model, x, y, epochs=int(lev["local_epochs"]), batch_size=int(lev["batch_size"]),
                  lr=float(lev["lr"]), precision=str(lev["precision"]), seed=seed,
-                 proximal_mu=float(msg.content["config"].get("proximal-mu", 0.0)))
+                 proximal_mu=float(msg.content["config"].get("proximal-mu", 0.0)),
+                 optimizer=str(lev["optimizer"]))
     spec = uplink_codec(lev)
     codec = build_codec(spec, np.random.default_rng(seed))
     update = difference(model_to_arrays(model), global_arrays)

@@ -16,10 +16,10 @@ from sweeper.fl.task import (
     downlink_codec,
     load_arrays,
     model_to_arrays,
-    new_model,
     test_data,
     uplink_codec,
 )
+from sweeper.kws.task import new_model
 from sweeper.kws.train import evaluate
 
 

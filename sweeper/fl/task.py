@@ -11,15 +11,10 @@ from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
 from sweeper.config import TrialConfig
 from sweeper.fl.codecs import CodecSpec
-from sweeper.kws.dataset import client_split, load_data
-from sweeper.kws.models import build_model
+from sweeper.kws.dataset import client_split
+from sweeper.kws.task import trial_data
 
 TRIAL_CONFIG_KEY = "trial-config"
-
-
-def new_model(config: TrialConfig) -> torch.nn.Module:
-    torch.manual_seed(config.seed)
-    return build_model(config.scenario.model, len(load_data(config.scenario).classes))
 
 
 def model_to_arrays(model: torch.nn.Module) -> ArrayRecord:
@@ -62,14 +57,14 @@ def add(base: ArrayRecord, update: ArrayRecord) -> ArrayRecord:
 def client_data(config: TrialConfig, partition_id: int,
                 part: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     """A client's local training data, or its held-out local evaluation data."""
-    data = load_data(config.scenario)
+    data = trial_data(config)
     train, held_out = client_split(config.scenario, config.seed, partition_id)
     index = torch.tensor(train if part == "train" else held_out, dtype=torch.long)
     return data.x[index], data.y[index]
 
 
 def test_data(config: TrialConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    data = load_data(config.scenario)
+    data = trial_data(config)
     index = data.indices("test")
     return data.x[index], data.y[index]
 

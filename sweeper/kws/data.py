@@ -16,7 +16,7 @@ import torch
 import torchaudio.functional as AF
 
 from sweeper.errors import DataError
-from sweeper.kws.synth import KEYWORDS
+from sweeper.kws.synth import KEYWORDS, UNKNOWN_WORDS
 
 UNKNOWN, SILENCE = "_unknown_", "_silence_"
 NOISE_DIR = "_background_noise_"
@@ -33,9 +33,13 @@ class Example:
 
 
 def classes_for(task: str) -> tuple[str, ...]:
-    if task != "12":
-        raise DataError(f"task {task!r}: only the 12-class task is supported")
-    return (*KEYWORDS, UNKNOWN, SILENCE)
+    """"12": the 10 keywords, `_unknown_` and `_silence_` (Warden 2018's standard task);
+    "35": every word of Speech Commands v2, no unknown or silence class."""
+    if task == "12":
+        return (*KEYWORDS, UNKNOWN, SILENCE)
+    if task == "35":
+        return (*KEYWORDS, *UNKNOWN_WORDS)
+    raise DataError(f"task {task!r}: must be '12' or '35'")
 
 
 def list_examples(root: Path, task: str = "12", seed: int = 0) -> list[Example]:
@@ -51,14 +55,20 @@ def list_examples(root: Path, task: str = "12", seed: int = 0) -> list[Example]:
     classes = classes_for(task)
     examples = []
     for word_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.name != NOISE_DIR):
-        label = classes.index(word_dir.name) if word_dir.name in classes else classes.index(
-            UNKNOWN)
+        if word_dir.name in classes:
+            label = classes.index(word_dir.name)
+        elif UNKNOWN in classes:
+            label = classes.index(UNKNOWN)
+        else:
+            continue
         for wav in sorted(word_dir.glob("*.wav")):
             rel = f"{word_dir.name}/{wav.name}"
             examples.append(Example(rel, label, wav.name.split("_nohash_")[0],
                                     lists.get(rel, 0)))
     if not examples:
         raise DataError(f"{root}: no <word>/*.wav files")
+    if task == "35":
+        return examples
     examples = _balance_unknown(examples, classes.index(UNKNOWN), seed)
     return examples + _silence_examples(root, examples, classes.index(SILENCE), seed)
 

@@ -14,15 +14,28 @@ import torchaudio.transforms as T
 from sweeper.kws.data import SPLITS, Example, classes_for, list_examples, load_clip
 
 # Bump when the example list or the feature computation changes: invalidates the caches.
-FEATURES_VERSION = 2
+FEATURES_VERSION = 3
 
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    sample_rate: int = 16_000
+    """Defaults: the 10 MFCCs over 40 ms windows every 20 ms of Zhang et al. (2017)."""
+
+    kind: str = "mfcc"  # "mfcc" | "logmel"
+    sample_rate: int = 16_000  # audio is resampled to this rate first
     n_mels: int = 40
-    win_ms: float = 30.0
-    hop_ms: float = 10.0
+    n_mfcc: int = 10  # mfcc only: coefficients kept (of n_mels)
+    win_ms: float = 40.0
+    hop_ms: float = 20.0
+
+    @property
+    def n_features(self) -> int:
+        return self.n_mfcc if self.kind == "mfcc" else self.n_mels
+
+    @property
+    def n_frames(self) -> int:
+        hop = int(self.sample_rate * self.hop_ms / 1000)
+        return self.sample_rate // hop + 1
 
 
 @dataclass
@@ -39,11 +52,20 @@ class KwsData:
         return torch.nonzero(self.split == SPLITS.index(split)).flatten()
 
 
-def logmel(config: FeatureConfig) -> torch.nn.Module:
+def transform(config: FeatureConfig) -> torch.nn.Module:
+    """Waveforms [N, samples] -> features [N, n_features, frames] (log-mel or MFCC)."""
     win = int(config.sample_rate * config.win_ms / 1000)
-    return T.MelSpectrogram(sample_rate=config.sample_rate, n_fft=win, win_length=win,
-                            hop_length=int(config.sample_rate * config.hop_ms / 1000),
-                            n_mels=config.n_mels)
+    mel = {"n_fft": win, "win_length": win,
+           "hop_length": int(config.sample_rate * config.hop_ms / 1000), "n_mels": config.n_mels}
+    if config.kind == "mfcc":
+        return T.MFCC(sample_rate=config.sample_rate, n_mfcc=config.n_mfcc, melkwargs=mel)
+    spectrogram = T.MelSpectrogram(sample_rate=config.sample_rate, **mel)
+    return torch.nn.Sequential(spectrogram, _Log())
+
+
+class _Log(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log(x + 1e-6)
 
 
 def dataset_identity(root: Path) -> str:
@@ -77,12 +99,11 @@ def load_features(root: Path, config: FeatureConfig, cache_root: Path, task: str
 
 def _compute(root: Path, examples: list[Example], config: FeatureConfig,
              classes: tuple[str, ...]) -> KwsData:
-    transform = logmel(config)
     waves = torch.stack([load_clip(root, e, config.sample_rate) for e in examples])
     with torch.no_grad():
-        x = torch.log(transform(waves) + 1e-6).unsqueeze(1)
+        x = transform(config)(waves).unsqueeze(1)
     split = torch.tensor([e.split for e in examples])
-    train = x[split == 0]
-    x = (x - train.mean()) / (train.std() + 1e-6)
+    train = x[split == 0]  # per-feature statistics of the training split only
+    x = (x - train.mean(dim=(0, 3), keepdim=True)) / (train.std(dim=(0, 3), keepdim=True) + 1e-6)
     return KwsData(x.contiguous(), torch.tensor([e.label for e in examples]),
                    [e.speaker for e in examples], split, classes)

@@ -1,13 +1,15 @@
-"""Keyword-spotting models."""
+"""Keyword-spotting models, with parameter counts and FLOPs per example."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+MODELS = ("cnn_small", "ds_cnn_s", "ds_cnn_m", "ds_cnn_l")
+
 
 class SmallCnn(nn.Module):
-    """A compact CNN over log-mel input [B, 1, n_mels, frames].
+    """A compact CNN over [B, 1, features, frames].
 
     The first layer's 10x4 kernel with stride 2 (as in the CNNs of Zhang et al., "Hello
     Edge", 2017) halves both axes at once, which keeps the cost low; pooling to a 4 x 4 grid
@@ -15,19 +17,72 @@ class SmallCnn(nn.Module):
     federated average of normalization statistics is a research question of its own.
     """
 
-    def __init__(self, num_classes: int, width: int = 32) -> None:
+    def __init__(self, num_classes: int, width: float = 1.0) -> None:
         super().__init__()
+        c = max(4, round(32 * width))
         self.features = nn.Sequential(
-            nn.Conv2d(1, width, (10, 4), stride=(2, 2), padding=(5, 1)), nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4))
-        self.head = nn.Linear(2 * width * 16, num_classes)
+            nn.Conv2d(1, c, (10, 4), stride=(2, 2), padding=(5, 1)), nn.ReLU(),
+            nn.Conv2d(c, c, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(c, 2 * c, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4))
+        self.head = nn.Linear(2 * c * 16, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x).flatten(1))
 
 
-def build_model(name: str, num_classes: int) -> nn.Module:
+class DsCnn(nn.Module):
+    """Depthwise-separable CNN of Zhang et al., "Hello Edge: Keyword Spotting on
+    Microcontrollers" (2017), as in ARM's ML-KWS-for-MCU: a full convolution, then blocks
+    of depthwise 3x3 + pointwise 1x1 convolutions (each with BatchNorm and ReLU), global
+    average pooling and a linear classifier. Input [B, 1, frames-by-features] is taken as
+    [B, 1, features, frames] and transposed so kernels run (time, frequency) as in the paper.
+    """
+
+    def __init__(self, num_classes: int, channels: int, blocks: int,
+                 first_stride: tuple[int, int]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [
+            nn.Conv2d(1, channels, (10, 4), stride=first_stride, padding=(5, 1), bias=False),
+            nn.BatchNorm2d(channels), nn.ReLU()]
+        for _ in range(blocks):
+            layers += [nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False),
+                       nn.BatchNorm2d(channels), nn.ReLU(),
+                       nn.Conv2d(channels, channels, 1, bias=False),
+                       nn.BatchNorm2d(channels), nn.ReLU()]
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1))
+        self.head = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x.transpose(2, 3)).flatten(1))
+
+
+# (channels, depthwise-separable blocks, stride of the first convolution), Zhang et al. 2017
+DS_CNN_SIZES = {"ds_cnn_s": (64, 4, (2, 2)), "ds_cnn_m": (172, 4, (2, 1)),
+                "ds_cnn_l": (276, 5, (2, 1))}
+
+
+def build_model(name: str, num_classes: int, width: float = 1.0) -> nn.Module:
+    """A model by name; `width` multiplies its channel counts."""
     if name == "cnn_small":
-        return SmallCnn(num_classes)
-    raise ValueError(f"unknown model {name!r}")
+        return SmallCnn(num_classes, width)
+    if name in DS_CNN_SIZES:
+        channels, blocks, stride = DS_CNN_SIZES[name]
+        return DsCnn(num_classes, max(4, round(channels * width)), blocks, stride)
+    raise ValueError(f"unknown model {name!r} (known: {', '.join(MODELS)})")
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def flops_per_example(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Forward FLOPs of one example, counted by torch's FlopCounterMode (a multiply-add
+    counts as 2 FLOPs; convolutions and matmuls only)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, *input_shape))
+    model.train(was_training)
+    return int(counter.get_total_flops())

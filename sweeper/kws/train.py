@@ -12,21 +12,25 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 def precision_context(precision: str) -> contextlib.AbstractContextManager:
     """fp32: plain arithmetic; bf16/fp16: CPU autocast (matmuls and convolutions in that
-    dtype, reductions and the optimizer step in fp32)."""
+    dtype, reductions, weights and the optimizer step in fp32). On CPU, fp16 runs without a
+    gradient scaler (torch's GradScaler is for CUDA), so tiny gradients may underflow."""
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast("cpu", dtype=AUTOCAST_DTYPES[precision])
 
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int,
-          lr: float, precision: str, seed: int, proximal_mu: float = 0.0) -> float:
-    """SGD with momentum over (x, y); returns the mean training loss of the last epoch.
+          lr: float, precision: str, seed: int, proximal_mu: float = 0.0,
+          optimizer: str = "sgd") -> float:
+    """Mini-batch training over (x, y) with SGD (momentum 0.9) or Adam; returns the mean
+    training loss of the last epoch.
 
     With `proximal_mu` > 0 the loss gains (mu / 2) * ||w - w_start||^2, FedProx's proximal
     term anchoring the local model to the one training started from (Li et al., 2020)."""
     generator = torch.Generator().manual_seed(seed)
     anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else []
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    step = (torch.optim.Adam(model.parameters(), lr=lr) if optimizer == "adam"
+            else torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9))
     loss_fn = nn.CrossEntropyLoss()
     model.train()
     last = float("nan")
@@ -37,14 +41,14 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, ba
             batch = order[start:start + batch_size]
             if len(batch) < 2:  # a lone straggler example adds noise, not signal
                 continue
-            optimizer.zero_grad()
+            step.zero_grad()
             with precision_context(precision):
                 loss = loss_fn(model(x[batch]), y[batch])
             if anchor:
                 loss = loss + proximal_mu / 2 * sum(
                     (p - a).pow(2).sum() for p, a in zip(model.parameters(), anchor, strict=True))
             loss.backward()
-            optimizer.step()
+            step.step()
             total += loss.item() * len(batch)
             count += len(batch)
         last = total / max(count, 1)

@@ -1,0 +1,37 @@
+"""A trial's view of the speech task: its features, data and model, from its leverages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from sweeper.config import TrialConfig
+from sweeper.kws.dataset import load_data
+from sweeper.kws.features import FeatureConfig, KwsData
+from sweeper.kws.models import build_model, flops_per_example, parameter_count
+
+
+def feature_config(leverages: dict[str, Any]) -> FeatureConfig:
+    return FeatureConfig(str(leverages["features"]), int(leverages["sample_rate"]),
+                         int(leverages["n_mels"]), int(leverages["n_mfcc"]),
+                         float(leverages["win_ms"]), float(leverages["hop_ms"]))
+
+
+def trial_data(config: TrialConfig) -> KwsData:
+    return load_data(config.scenario, feature_config(config.leverages))
+
+
+def new_model(config: TrialConfig) -> torch.nn.Module:
+    torch.manual_seed(config.seed)
+    return build_model(str(config.leverages["model"]), len(trial_data(config).classes),
+                       float(config.leverages["width"]))
+
+
+def model_info(config: TrialConfig) -> dict[str, Any]:
+    """The trial's model: name, parameters and forward FLOPs per example."""
+    model = new_model(config)
+    shape = tuple(trial_data(config).x.shape[1:])
+    return {"name": config.leverages["model"], "width": config.leverages["width"],
+            "parameters": parameter_count(model),
+            "flops_per_example": flops_per_example(model, shape), "input_shape": list(shape)}
