@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _markdown import write_section
 from flwr.app import Array, ArrayRecord
 
 from sweeper.fl.codecs import LOSSLESS, UPLINK_CODECS, CodecSpec, build_codec
@@ -99,15 +100,6 @@ def main() -> None:
 
 def _mbps(name: str, mbps: float) -> str:
     return "n/a (identity: no work)" if name == "none" else f"{mbps:,.0f}"
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace the section with the same `## ` title, or append it."""
-    title = section.splitlines()[0]
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    parts = old.split("\n## ")
-    kept = [parts[0]] + [p for p in parts[1:] if not ("## " + p).startswith(title)]
-    path.write_text("\n## ".join(kept).rstrip("\n") + "\n\n" + section)
 
 
 if __name__ == "__main__":

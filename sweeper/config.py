@@ -110,6 +110,7 @@ class Scenario:
     partition: str = "speaker"  # "speaker" | "iid" | "dirichlet"
     dirichlet_alpha: float = 0.5  # partition: dirichlet; small = skewed labels per client
     rounds: int = 3
+    client_eval: bool = True  # clients also evaluate the global model on held-out local data
     engine: str = "simulation"
     host_profile: str = "laptop"
     network_profile: str = "wifi"

@@ -221,12 +221,12 @@ def _scenario(where: str, raw: dict) -> Scenario:
         declared = str(types[key])
         if "None" in declared and value is None:
             continue
-        kind = {"int": int, "float": float}.get(declared.split(" ")[0], str)
+        kind = {"int": int, "float": float, "bool": bool}.get(declared.split(" ")[0], str)
         value = _typed(where, f"scenario.{key}", value, kind)
         if key in SCENARIO_CHOICES and value not in SCENARIO_CHOICES[key]:
             raise SpaceError(f"{where}: scenario.{key}: {value!r} is not one of "
                              f"{SCENARIO_CHOICES[key]}")
-        if kind is int and value < 1 and key != "corpus_seed":
+        if kind is int and not isinstance(value, bool) and value < 1 and key != "corpus_seed":
             raise SpaceError(f"{where}: scenario.{key}: must be >= 1, got {value}")
         if kind is float and value <= 0:
             raise SpaceError(f"{where}: scenario.{key}: must be > 0, got {value}")

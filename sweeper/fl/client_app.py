@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -20,11 +21,12 @@ from sweeper.fl.task import (
     client_data,
     difference,
     downlink_codec,
-    load_arrays,
-    model_to_arrays,
+    load_numpy,
+    numpy_difference,
+    to_numpy,
     uplink_codec,
 )
-from sweeper.kws.task import new_model
+from sweeper.kws.task import reusable_model
 from sweeper.kws.train import evaluate, train
 
 RESIDUAL_KEY = "error-feedback-residual"
@@ -32,12 +34,16 @@ RESIDUAL_KEY = "error-feedback-residual"
 app = ClientApp()
 
 
-def _received(msg: Message) -> tuple[TrialConfig, int, ArrayRecord]:
-    """The trial's config, the round and the decoded global model of a server message."""
+def _received(msg: Message) -> tuple[TrialConfig, int, dict[str, np.ndarray], torch.nn.Module]:
+    """The trial's config, the round, the decoded global model of a server message, and
+    the trial's model loaded with it."""
     config_record = msg.content["config"]
     config = TrialConfig.from_json(str(config_record[TRIAL_CONFIG_KEY]))
     codec = build_codec(downlink_codec(config.leverages))
-    return config, int(config_record["server-round"]), codec.decode(msg.content["arrays"])
+    global_arrays = to_numpy(codec.decode(msg.content["arrays"]))
+    model = reusable_model(config)
+    load_numpy(model, global_arrays)
+    return config, int(config_record["server-round"]), global_arrays, model
 
 
 def encode_with_feedback(update: ArrayRecord, state: RecordDict, codec) -> ArrayRecord:
@@ -53,11 +59,9 @@ def encode_with_feedback(update: ArrayRecord, state: RecordDict, codec) -> Array
 @app.train()
 def train_round(msg: Message, context: Context) -> Message:
     started = time.process_time()
-    config, server_round, global_arrays = _received(msg)
+    config, server_round, global_arrays, model = _received(msg)
     partition_id = int(context.node_config["partition-id"])
     lev = config.leverages
-    model = new_model(config)
-    load_arrays(model, global_arrays)
     x, y = client_data(config, partition_id)
     seed = config.seed * 1_000_003 + server_round * 1009 + partition_id
     loss = train(model, x, y, epochs=int(lev["local_epochs"]), batch_size=int(lev["batch_size"]),
@@ -66,7 +70,7 @@ def train_round(msg: Message, context: Context) -> Message:
                  optimizer=str(lev["optimizer"]))
     spec = uplink_codec(lev)
     codec = build_codec(spec, np.random.default_rng(seed))
-    update = difference(model_to_arrays(model), global_arrays)
+    update = numpy_difference(model, global_arrays)
     if spec.name == "topk":
         update = encode_with_feedback(update, context.state, codec)
     else:
@@ -81,10 +85,8 @@ def train_round(msg: Message, context: Context) -> Message:
 def evaluate_round(msg: Message, context: Context) -> Message:
     """The global model on the client's own held-out examples."""
     started = time.process_time()
-    config, _, global_arrays = _received(msg)
+    config, _, _, model = _received(msg)
     partition_id = int(context.node_config["partition-id"])
-    model = new_model(config)
-    load_arrays(model, global_arrays)
     x, y = client_data(config, partition_id, part="eval")
     loss, accuracy = evaluate(model, x, y) if len(y) else (float("nan"), float("nan"))
     metrics = MetricRecord({"num-examples": len(y), "loss": loss, "accuracy": accuracy,

@@ -32,7 +32,7 @@ def build_server_app(config: TrialConfig,
         lev = config.leverages
         strategy = accounted(str(lev["strategy"]), lev, config.scenario.num_clients,
                              build_codec(uplink_codec(lev)), build_codec(downlink_codec(lev)),
-                             config.to_json())
+                             config.to_json(), config.scenario.client_eval)
         model = new_model(config)
         x_test, y_test = test_data(config)
 

@@ -15,12 +15,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp import strategy as flwr_strategies
 
 from sweeper.fl.codecs import Codec
-from sweeper.fl.task import TRIAL_CONFIG_KEY, add, payload_bytes
+from sweeper.fl.task import TRIAL_CONFIG_KEY, payload_bytes, to_numpy
 
 STRATEGIES: dict[str, type] = {
     "fedavg": flwr_strategies.FedAvg,
@@ -79,9 +80,14 @@ class AccountingMixin:
         messages = list(messages)
         encoded = self.downlink.encode(arrays)
         stats = self._stats(server_round)
+        content_bytes: dict[int, int] = {}  # the strategy sends one shared RecordDict to all
         for msg in messages:
             msg.content["arrays"] = encoded
-            stats.count(msg.metadata.dst_node_id, down=payload_bytes(msg))
+            key = id(msg.content)
+            if key not in content_bytes:
+                content_bytes[key] = payload_bytes(msg.content)
+            stats.count(msg.metadata.dst_node_id,
+                        down=content_bytes[key] + len(msg.deflate()))
         return messages
 
     def _incoming(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
@@ -111,11 +117,14 @@ class AccountingMixin:
         replies = self._incoming(server_round, replies)
         started = time.process_time()
         stats = self.rounds[server_round]
+        base = to_numpy(self._global)
         for msg in replies:
             if not msg.has_error():
                 stats.clients_ok += 1
-                decoded = self.uplink.decode(msg.content["arrays"])
-                msg.content["arrays"] = add(self._global, decoded)
+                decoded = to_numpy(self.uplink.decode(msg.content["arrays"]))
+                msg.content["arrays"] = ArrayRecord({
+                    k: Array(base[k] + d if np.issubdtype(d.dtype, np.floating) else d)
+                    for k, d in decoded.items()})
         arrays, metrics = super().aggregate_train(server_round, replies)
         if arrays is not None:  # FedOpt's moments are float64: keep the model's own dtypes
             arrays = _like(arrays, self._global)
@@ -157,12 +166,15 @@ def strategy_options(name: str, leverages: dict[str, Any]) -> dict[str, Any]:
 
 
 def accounted(name: str, leverages: dict[str, Any], num_clients: int, uplink: Codec,
-              downlink: Codec, trial_config_json: str) -> AccountingMixin:
+              downlink: Codec, trial_config_json: str, client_eval: bool = True
+              ) -> AccountingMixin:
     base = STRATEGIES[name]
     cls = type(f"Accounted{base.__name__}", (AccountingMixin, base), {})
     per_round = int(leverages["clients_per_round"])
-    strategy = cls(fraction_train=per_round / num_clients, fraction_evaluate=per_round /
-                   num_clients, min_train_nodes=per_round, min_evaluate_nodes=per_round,
+    evaluators = per_round if client_eval else 0
+    strategy = cls(fraction_train=per_round / num_clients,
+                   fraction_evaluate=evaluators / num_clients,
+                   min_train_nodes=per_round, min_evaluate_nodes=evaluators,
                    min_available_nodes=num_clients, **strategy_options(name, leverages))
     strategy.setup_accounting(uplink, downlink, trial_config_json)
     return strategy

@@ -21,6 +21,24 @@ def model_to_arrays(model: torch.nn.Module) -> ArrayRecord:
     return ArrayRecord(model.state_dict())
 
 
+def to_numpy(record: ArrayRecord) -> dict[str, np.ndarray]:
+    """The arrays of a record, deserialized once (Array.numpy() parses a header each call)."""
+    return {key: arr.numpy() for key, arr in record.items()}
+
+
+def load_numpy(model: torch.nn.Module, arrays: dict[str, np.ndarray]) -> None:
+    model.load_state_dict({k: torch.from_numpy(a) for k, a in arrays.items()})
+
+
+def numpy_difference(model: torch.nn.Module, base: dict[str, np.ndarray]) -> ArrayRecord:
+    """The model's state minus `base` for float arrays (the client's update)."""
+    out = ArrayRecord()
+    for key, tensor in model.state_dict().items():
+        a = tensor.detach().numpy()
+        out[key] = Array(a - base[key] if np.issubdtype(a.dtype, np.floating) else a.copy())
+    return out
+
+
 def load_arrays(model: torch.nn.Module, record: ArrayRecord) -> None:
     model.load_state_dict(record.to_torch_state_dict())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 import torch
@@ -35,3 +36,15 @@ def model_info(config: TrialConfig) -> dict[str, Any]:
     return {"name": config.leverages["model"], "width": config.leverages["width"],
             "parameters": parameter_count(model),
             "flops_per_example": flops_per_example(model, shape), "input_shape": list(shape)}
+
+
+@cache
+def _model_cache(name: str, width: float, num_classes: int) -> torch.nn.Module:
+    return build_model(name, num_classes, width)
+
+
+def reusable_model(config: TrialConfig) -> torch.nn.Module:
+    """The trial's architecture, built once per process and reused: for callers that load
+    every parameter and buffer into it before use (its initial values are meaningless)."""
+    return _model_cache(str(config.leverages["model"]), float(config.leverages["width"]),
+                        len(trial_data(config).classes))
