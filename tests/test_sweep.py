@@ -11,7 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import write_space
+from conftest import TINY_SCENARIO, write_space
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -81,16 +81,18 @@ def test_tiny_sweep_end_to_end(tmp_path: Path, ray_cluster: str,
 
 def test_killed_sweep_resumes_without_loss_or_duplicates(tmp_path: Path,
                                                          ray_cluster: str) -> None:
-    space = write_space(tmp_path / "tiny.yaml", budget={"trials": 4, "parallel": 1})
+    # Rounds long enough that polling sees a trial running after one has finished.
+    space = write_space(tmp_path / "tiny.yaml", budget={"trials": 4, "parallel": 1},
+                        scenario={**TINY_SCENARIO, "rounds": 12})
     store = tmp_path / "store"
     cmd = [sys.executable, "-m", "sweeper.cli", "pareto", "--space", str(space),
            "--store", str(store), "--ray-address", ray_cluster]
-    driver = subprocess.Popen([*cmd, "--name", "killed"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    log = (tmp_path / "driver.log").open("w")
+    driver = subprocess.Popen([*cmd, "--name", "killed"], stdout=log, stderr=log)
     try:
         deadline = time.time() + 300
         while time.time() < deadline:
-            time.sleep(0.5)
+            time.sleep(0.05)
             try:
                 study = optuna.load_study(study_name="killed", storage=storage_url(store))
             except (KeyError, Exception):
@@ -98,8 +100,11 @@ def test_killed_sweep_resumes_without_loss_or_duplicates(tmp_path: Path,
             states = [t.state for t in study.trials]
             if TrialState.COMPLETE in states and TrialState.RUNNING in states:
                 break
+            if states.count(TrialState.COMPLETE) == 4:
+                pytest.fail("the sweep finished before it could be interrupted")
         else:
-            pytest.fail("the sweep never had a finished and a running trial")
+            pytest.fail("the sweep never had a finished and a running trial: "
+                        + (tmp_path / "driver.log").read_text()[-3000:])
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait()
