@@ -103,27 +103,30 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
     notify = on_progress or (lambda _p: None)
     notify(progress)
     pending: dict[ray.ObjectRef, tuple[optuna.Trial, TrialConfig]] = {}
+
+    def fill_slots() -> None:
+        finished = sum(studies.is_finished(t) for t in study.get_trials(deepcopy=False))
+        while len(pending) < space.parallel and finished + len(pending) < space.trials:
+            trial = study.ask()
+            config = space.trial_config(space.sample(trial))
+            ref = _remote_trial.options(
+                num_cpus=space.scenario.cpus_per_trial, max_retries=RAY_SYSTEM_RETRIES,
+            ).remote(config.to_json())
+            pending[ref] = (trial, config)
+            progress.running[trial.number] = dict(trial.params)
+            progress.last_event = f"trial {trial.number} started"
+
     try:
-        while True:
-            finished = sum(studies.is_finished(t) for t in study.get_trials(deepcopy=False))
-            while len(pending) < space.parallel and finished + len(pending) < space.trials:
-                trial = study.ask()
-                config = space.trial_config(space.sample(trial))
-                ref = _remote_trial.options(
-                    num_cpus=space.scenario.cpus_per_trial, max_retries=RAY_SYSTEM_RETRIES,
-                ).remote(config.to_json())
-                pending[ref] = (trial, config)
-                progress.running[trial.number] = dict(trial.params)
-                progress.last_event = f"trial {trial.number} started"
-                notify(progress)
-            if not pending:
-                break
+        fill_slots()
+        notify(progress)
+        while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             trial, config = pending.pop(ready[0])
             result = _collect(ready[0])
             studies.tell(study, trial, space, result)
-            trial_runs[trial.number] = tracker.log_trial(parent, trial.number, config, result)
             progress.running.pop(trial.number, None)
+            fill_slots()  # the freed slot works while the driver logs to MLflow
+            trial_runs[trial.number] = tracker.log_trial(parent, trial.number, config, result)
             progress.last_event = (f"trial {trial.number} {result.status}"
                                    + (f": {result.reason}" if result.reason else ""))
             _refresh(progress, study)
