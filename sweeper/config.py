@@ -92,6 +92,19 @@ LEVERAGES: dict[str, LeverageSpec] = {
     "rounds": LeverageSpec("int", None, "federated rounds (default: scenario.rounds)", low=1,
                            high=10_000),
     "lr": LeverageSpec("float", 0.05, "client SGD learning rate", low=1e-6, high=10.0),
+    "data_fraction": LeverageSpec("float", 1.0, "share of its examples a client trains on per "
+                                  "round", low=1e-3, high=1.0),
+    "summary": LeverageSpec("categorical", "random", "which examples (data_fraction < 1)",
+                            choices=("random", "loss", "coreset")),
+    "threads_per_client": LeverageSpec("int", None, "torch intra-op threads while a client "
+                                       "computes (default: the trial's CPUs)", low=1, high=256),
+    "cpu_governor": LeverageSpec("categorical", None, "Linux cpufreq governor of the node",
+                                 choices=("performance", "powersave", "userspace",
+                                          "ondemand", "schedutil", "conservative")),
+    "cpu_freq_khz": LeverageSpec("int", None, "fixed CPU frequency (userspace governor)",
+                                 low=100_000, high=10_000_000),
+    "gpu_power_limit_w": LeverageSpec("float", None, "GPU power cap through NVML", low=10.0,
+                                      high=1000.0),
     "batch_size": LeverageSpec("int", 32, "local mini-batch size", low=1, high=4096),
 }
 

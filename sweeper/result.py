@@ -27,6 +27,7 @@ class RoundRecord:
     energy_j: float  # cumulative up to and including this round
     energy: dict[str, float]  # cumulative joules per component
     client_accuracy: float = float("nan")  # global model on the clients' held-out data
+    examples_used: int = 0  # training examples touched this round, all clients
 
 
 @dataclass

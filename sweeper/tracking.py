@@ -134,7 +134,8 @@ def _metrics(result: TrialResult) -> list[Metric]:
     for rec in result.rounds:
         values = {"accuracy": rec.accuracy, "loss": rec.loss, "energy_j": rec.energy_j,
                   "bytes_up": rec.bytes_up, "bytes_down": rec.bytes_down,
-                  "round_wall_s": rec.wall_s, "client_accuracy": rec.client_accuracy}
+                  "round_wall_s": rec.wall_s, "client_accuracy": rec.client_accuracy,
+                  "examples_used": rec.examples_used}
         for component, joules in rec.energy.items():
             kind = result.meters[component].kind if component in result.meters else "unknown"
             values[f"energy_{kind}.{component}"] = joules

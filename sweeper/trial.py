@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import torch
 
+from sweeper import speed
 from sweeper.config import Scenario, TrialConfig
 from sweeper.energy import RoundUsage, load_profiles, modeled_ledger
 from sweeper.errors import SweeperError
@@ -22,8 +23,10 @@ def run_trial(config: TrialConfig) -> TrialResult:
     started = time.perf_counter()
     try:
         torch.set_num_threads(max(1, config.scenario.cpus_per_trial))
+        speed_in_force = speed.apply(config.leverages)
         rounds = run_trial_federation(config)
         result = _result(config, rounds)
+        result.info["speed"] = {**speed_in_force, "torch_threads": rounds[-1].torch_threads}
     except SweeperError as exc:
         return TrialResult.failed(str(exc))
     except Exception as exc:  # a trial's crash must not take the sweep down
@@ -47,7 +50,8 @@ def _result(config: TrialConfig, rounds: list) -> TrialResult:
                                              stats.bytes_up, stats.bytes_down))
         records.append(RoundRecord(stats.round, stats.accuracy, stats.loss, stats.bytes_up,
                                    stats.bytes_down, stats.wall_s, ledger.total_j, energy,
-                                   stats.client_accuracy))
+                                   stats.client_accuracy,
+                                   sum(stats.examples_by_client.values())))
     if not records:
         raise SweeperError("the federation ran no round")
     return TrialResult(
@@ -58,6 +62,11 @@ def _result(config: TrialConfig, rounds: list) -> TrialResult:
         meters=ledger.provenance(),
         info={"partition": partition_stats(config.scenario, config.seed),
               "model": model_info(config),
+              "examples_by_client": {
+                  stats.round: {str(stats.client_of_node.get(node, f"node-{node}")): count
+                                for node, count in sorted(stats.examples_by_client.items())}
+                  for stats in rounds},
+              "selection_cpu_s": [stats.selection_cpu_s for stats in rounds],
               "bytes_by_client": {
             stats.round: {str(stats.client_of_node.get(node, f"node-{node}")):
                           {"up": up, "down": down}

@@ -26,6 +26,7 @@ from sweeper.fl.task import (
     to_numpy,
     uplink_codec,
 )
+from sweeper.kws.summarize import select
 from sweeper.kws.task import reusable_model
 from sweeper.kws.train import evaluate, train
 
@@ -62,8 +63,15 @@ def train_round(msg: Message, context: Context) -> Message:
     config, server_round, global_arrays, model = _received(msg)
     partition_id = int(context.node_config["partition-id"])
     lev = config.leverages
+    if lev["threads_per_client"] is not None:
+        torch.set_num_threads(int(lev["threads_per_client"]))
     x, y = client_data(config, partition_id)
     seed = config.seed * 1_000_003 + server_round * 1009 + partition_id
+    selecting = time.process_time()
+    if float(lev["data_fraction"]) < 1.0:
+        chosen = select(model, x, y, float(lev["data_fraction"]), str(lev["summary"]), seed)
+        x, y = x[chosen], y[chosen]
+    selection_cpu_s = time.process_time() - selecting
     loss = train(model, x, y, epochs=int(lev["local_epochs"]), batch_size=int(lev["batch_size"]),
                  lr=float(lev["lr"]), precision=str(lev["precision"]), seed=seed,
                  proximal_mu=float(msg.content["config"].get("proximal-mu", 0.0)),
@@ -76,7 +84,8 @@ def train_round(msg: Message, context: Context) -> Message:
     else:
         update = codec.encode(update)
     metrics = MetricRecord({"num-examples": len(y), "train_loss": loss,
-                            "partition-id": partition_id,
+                            "partition-id": partition_id, "selection_cpu_s": selection_cpu_s,
+                            "torch_threads": torch.get_num_threads(),
                             "cpu_s": time.process_time() - started})
     return Message(RecordDict({"arrays": update, "metrics": metrics}), reply_to=msg)
 

@@ -42,6 +42,9 @@ class RoundStats:
     bytes_by_client: dict[int, list[int]] = field(default_factory=dict)  # node: [up, down]
     client_of_node: dict[int, int] = field(default_factory=dict)  # node id -> partition id
     client_cpu_s: float = 0.0
+    examples_by_client: dict[int, int] = field(default_factory=dict)  # node: trained on
+    selection_cpu_s: float = 0.0  # part of client_cpu_s spent choosing examples
+    torch_threads: int = 0
     server_cpu_s: float = 0.0
     clients_ok: int = 0
     clients_failed: int = 0
@@ -121,6 +124,10 @@ class AccountingMixin:
         for msg in replies:
             if not msg.has_error():
                 stats.clients_ok += 1
+                metrics = msg.content["metrics"]
+                stats.examples_by_client[msg.metadata.src_node_id] = int(metrics["num-examples"])
+                stats.selection_cpu_s += float(metrics["selection_cpu_s"])
+                stats.torch_threads = int(metrics["torch_threads"])
                 decoded = to_numpy(self.uplink.decode(msg.content["arrays"]))
                 msg.content["arrays"] = ArrayRecord({
                     k: Array(base[k] + d if np.issubdtype(d.dtype, np.floating) else d)
