@@ -17,11 +17,13 @@ DEFAULT_STORE = Path("mlruns")
 
 
 def main(argv: list[str] | None = None) -> int:
+    from g5k import G5kError
+
     parser = _parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except SweeperError as exc:
+    except (SweeperError, G5kError) as exc:
         print(f"sweeper: error: {exc}", file=sys.stderr)
         return 2
 
@@ -36,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     pareto.add_argument("--store", type=Path, default=DEFAULT_STORE,
                         help="folder of the MLflow and Optuna stores (default: mlruns)")
     pareto.add_argument("--ray-address", help="an existing Ray cluster (default: start one)")
+    pareto.add_argument("--cluster", type=Path, metavar="G5K_FILE",
+                        help="run on the Ray cluster `sweeper cluster up` started")
     pareto.add_argument("--no-dashboard", action="store_true", help="start Ray without it")
     pareto.set_defaults(func=_pareto)
     trial = sub.add_parser("trial", help="run one configuration and print its result")
@@ -50,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     baseline.add_argument("--epochs", type=int, default=20)
     baseline.add_argument("--store", type=Path, default=DEFAULT_STORE)
     baseline.set_defaults(func=_baseline)
+    cluster = sub.add_parser("cluster", help="Grid'5000: reserve nodes and run Ray on them")
+    cluster.add_argument("action", choices=("up", "status", "down"))
+    cluster.add_argument("--g5k", type=Path, help="the cluster file (for up)")
+    cluster.add_argument("--dry-run", action="store_true",
+                         help="print every API call and SSH command; run nothing")
+    cluster.set_defaults(func=_cluster)
     return parser
 
 
@@ -60,6 +70,10 @@ def _pareto(args: argparse.Namespace) -> int:
     from sweeper.tracking import Tracker
 
     space = load_space(args.space)
+    if args.cluster is not None:
+        from g5k.cluster import ClusterState
+
+        args.ray_address = ClusterState.load().ray_address()
     console = Console(stderr=True)
     with Live(console=console, refresh_per_second=4, transient=False) as live:
 
@@ -93,6 +107,21 @@ def _corpus_progress(live: Live):
         live.update(bar)
 
     return update
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    from g5k import cluster
+    from g5k.config import load_cluster
+
+    if args.action == "up":
+        if args.g5k is None:
+            raise SweeperError("cluster up: --g5k FILE is required")
+        cluster.up(load_cluster(args.g5k), dry_run=args.dry_run, say=print)
+    elif args.action == "status":
+        print(cluster.status(say=print))
+    else:
+        cluster.down(dry_run=args.dry_run, say=print)
+    return 0
 
 
 def _progress_view(progress, space) -> Table:

@@ -1,0 +1,205 @@
+"""`sweeper cluster up | status | down`: reserve nodes, start Ray on them, give them back.
+
+The state of a cluster that is up (site, job, nodes, how to reach them) is kept in a small
+JSON file, so `status` and `down` work from another shell; it holds no secret.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from g5k import G5kError
+from g5k.api import Api
+from g5k.config import ClusterSpec
+from g5k.credentials import load_credentials
+from g5k.ssh import Remote
+
+Say = Callable[[str], None]
+
+
+def state_path() -> Path:
+    return Path(os.environ.get("SWEEPER_G5K_STATE",
+                               Path.home() / ".sweeper" / "g5k-cluster.json"))
+
+
+@dataclass
+class ClusterState:
+    spec: dict
+    job_id: int
+    nodes: list[str] = field(default_factory=list)
+    ray_started: list[str] = field(default_factory=list)
+    submitted_here: bool = True
+
+    @property
+    def head(self) -> str:
+        return self.nodes[0]
+
+    def ray_address(self) -> str:
+        return f"{self.head}:{self.spec['ray_port']}"
+
+    def save(self) -> None:
+        path = state_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls) -> ClusterState:
+        path = state_path()
+        if not path.exists():
+            raise G5kError(f"no cluster is up ({path} not found): `sweeper cluster up` first")
+        return cls(**json.loads(path.read_text()))
+
+
+class Session:
+    """How to talk to Grid'5000 for one spec: the API, the frontend and the nodes."""
+
+    def __init__(self, spec: ClusterSpec, dry_run: bool = False, say: Say | None = None):
+        self.spec, self.dry_run = spec, dry_run
+        self.say = say or print
+        credentials = load_credentials()
+        self.user = spec.user or (credentials.username if credentials else os.environ.get(
+            "USER", "root"))
+        self.api = Api(spec.api_url, credentials, dry_run, self.say)
+        self._jump = (Remote(spec.jump_host, self.user, spec.ssh_key, spec.jump_port,
+                             dry_run=dry_run, say=self.say) if spec.jump_host else None)
+
+    def remote(self, host: str) -> Remote:
+        return Remote(host, self.user, self.spec.ssh_key, self.spec.ssh_port, via=self._jump,
+                      dry_run=self.dry_run, say=self.say)
+
+    def frontend(self) -> Remote:
+        return self.remote(self.spec.frontend_host)
+
+    # Reservation, by the REST API or by OAR's commands on the frontend
+    def reserve(self) -> tuple[int, bool]:
+        if self.spec.job_id is not None:
+            return self.spec.job_id, False
+        if self.spec.reservation_method == "api":
+            return self.api.submit(self.spec), True
+        options = [f"-l {shlex.quote(self.spec.resources)}"]
+        if self.spec.oar_properties:
+            options.append(f"-p {shlex.quote(self.spec.oar_properties)}")
+        if self.spec.job_type != "default":
+            options.append(f"-t {self.spec.job_type}")
+        if self.spec.reservation:
+            options.append(f"-r {shlex.quote(self.spec.reservation)}")
+        out = self.frontend().run(f"oarsub {' '.join(options)} 'sleep infinity'")
+        found = re.search(r"OAR_JOB_ID=(\d+)", out)
+        if self.dry_run:
+            return 0, True
+        if not found:
+            raise G5kError(f"oarsub on {self.spec.frontend_host} gave no job id: {out.strip()}")
+        return int(found.group(1)), True
+
+    def wait_nodes(self, job_id: int, timeout_s: float = 3600) -> list[str]:
+        placeholders = [f"<node-{i + 1}>" for i in range(self.spec.nodes)]
+        if self.spec.reservation_method == "api":
+            nodes = self.api.wait_running(self.spec.site, job_id, timeout_s)
+            return placeholders if self.dry_run else nodes
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            out = self.frontend().run(f"oarstat -j {job_id} -J")
+            if self.dry_run:
+                return placeholders
+            job = json.loads(out)[str(job_id)]
+            if job["state"] == "Running":
+                return list(job["assigned_network_address"])
+            if job["state"] in ("Error", "Terminated"):
+                raise G5kError(f"OAR job {job_id} ended ({job['state']}) before running")
+            if time.monotonic() > deadline:
+                raise G5kError(f"OAR job {job_id} still {job['state']} after {timeout_s} s")
+            time.sleep(5)
+
+    def release(self, job_id: int) -> None:
+        if self.spec.reservation_method == "api":
+            self.api.delete(self.spec.site, job_id)
+        else:
+            self.frontend().run(f"oardel {job_id}")
+
+    # The Python environment and Ray
+    def ensure_env(self) -> None:
+        env = self.spec.python_env
+        self.frontend().run(f"test -x {env}/bin/ray || (python3 -m venv {env} && "
+                            f"{env}/bin/pip install -q -e ~/sweeper)")
+
+    def ray_command(self, *args: str) -> str:
+        return f"{self.spec.python_env}/bin/ray " + " ".join(args)
+
+
+def up(spec: ClusterSpec, dry_run: bool = False, say: Say | None = None,
+       timeout_s: float = 3600) -> ClusterState:
+    """Reserve (or reuse) the job, install the environment once, start Ray head + workers.
+    A half-started cluster is torn down (Ray stopped, a job we submitted deleted)."""
+    session = Session(spec, dry_run, say)
+    job_id, submitted = session.reserve()
+    state = ClusterState(asdict(spec), job_id, submitted_here=submitted)
+    try:
+        state.nodes = session.wait_nodes(job_id, timeout_s)
+        if not state.nodes:
+            raise G5kError(f"OAR job {job_id} runs but lists no node")
+        session.ensure_env()
+        head = state.head
+        session.remote(head).run(session.ray_command(
+            "start", "--head", f"--port={spec.ray_port}", "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={spec.dashboard_port}"))
+        state.ray_started.append(head)
+        for node in state.nodes[1:]:
+            session.remote(node).run(session.ray_command(
+                "start", f"--address={state.ray_address()}"))
+            state.ray_started.append(node)
+    except G5kError:
+        _teardown(session, state)
+        raise
+    if not dry_run:
+        state.save()
+    jump = f"-J {session.user}@{spec.jump_host} " if spec.jump_host else ""
+    prefix = "[dry-run] nothing was run; " if dry_run else ""
+    session.say(f"{prefix}Ray is up on {len(state.nodes)} node(s), head {state.head} "
+                f"(address {state.ray_address()}). Dashboard: ssh {jump}-N -L "
+                f"{spec.dashboard_port}:127.0.0.1:{spec.dashboard_port} "
+                f"{session.user}@{state.head}  then open http://127.0.0.1:{spec.dashboard_port}")
+    return state
+
+
+def status(say: Say | None = None) -> str:
+    state = ClusterState.load()
+    session = Session(ClusterSpec(**state.spec), say=say or (lambda _line: None))
+    job = session.api.job(state.spec["site"], state.job_id) if (
+        state.spec["reservation_method"] == "api") else {"state": "(ask oarstat)"}
+    ray = session.remote(state.head).run(session.ray_command("status"), check=False)
+    return (f"job {state.job_id} on {state.spec['site']}: {job.get('state')}; nodes "
+            f"{', '.join(state.nodes)}; Ray on {', '.join(state.ray_started) or 'none'}\n"
+            f"{ray.strip()}")
+
+
+def down(dry_run: bool = False, say: Say | None = None) -> None:
+    state = ClusterState.load()
+    session = Session(ClusterSpec(**state.spec), dry_run, say)
+    _teardown(session, state)
+    if not dry_run:
+        state_path().unlink(missing_ok=True)
+
+
+def _teardown(session: Session, state: ClusterState) -> None:
+    errors = []
+    for node in reversed(state.ray_started):
+        try:
+            session.remote(node).run(session.ray_command("stop"), check=False)
+        except G5kError as exc:
+            errors.append(str(exc))
+    state.ray_started.clear()
+    if state.submitted_here:
+        try:
+            session.release(state.job_id)
+        except G5kError as exc:
+            errors.append(str(exc))
+    if errors:
+        session.say("teardown incomplete: " + "; ".join(errors))

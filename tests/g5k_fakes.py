@@ -1,0 +1,168 @@
+"""Stand-ins for what cannot be reached from here: an HTTP server answering like the
+Grid'5000 REST API (OAR jobs, reference API, Kwollect), and real OpenSSH servers on
+loopback with OAR commands (`oarsub`, `oarstat`, `oardel`) on their PATH."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import socket
+import subprocess
+import textwrap
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import paramiko
+
+USER, PASSWORD = "alice", "s3cret-pw"
+
+
+class FakeG5kApi:
+    """Jobs go waiting -> running after `polls_before_running` GETs."""
+
+    def __init__(self, nodes: list[str], samples: list[dict], polls_before_running: int = 2):
+        self.nodes, self.samples = nodes, samples
+        self.polls_before_running = polls_before_running
+        self.requests: list[tuple[str, str, dict | None]] = []
+        self.jobs: dict[int, dict] = {}
+        self.headers_seen: list[str] = []
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _reply(self, code: int, body=None):
+                data = json.dumps(body).encode() if body is not None else b""
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _authorized(self) -> bool:
+                expected = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+                header = self.headers.get("Authorization", "")
+                api.headers_seen.append(header)
+                return header == f"Basic {expected}"
+
+            def _handle(self, method: str):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length)) if length else None
+                url = urlparse(self.path)
+                api.requests.append((method, self.path, body))
+                if not self._authorized():
+                    return self._reply(401, {"message": "Unauthorized"})
+                parts = url.path.strip("/").split("/")  # stable/sites/<site>/...
+                if parts[3:] == ["jobs"] and method == "POST":
+                    uid = 4242 + len(api.jobs)
+                    api.jobs[uid] = {"uid": uid, "state": "waiting", "polls": 0}
+                    return self._reply(201, {"uid": uid, "state": "waiting"})
+                if parts[3] == "jobs" and len(parts) == 5:
+                    job = api.jobs[int(parts[4])]
+                    if method == "DELETE":
+                        job["state"] = "terminated"
+                        return self._reply(202, {"uid": job["uid"], "status": "deleted"})
+                    job["polls"] += 1
+                    if job["state"] == "waiting" and job["polls"] > api.polls_before_running:
+                        job["state"] = "running"
+                    nodes = api.nodes if job["state"] == "running" else []
+                    return self._reply(200, {"uid": job["uid"], "state": job["state"],
+                                             "assigned_nodes": nodes})
+                if parts[3] == "clusters":
+                    return self._reply(200, {"uid": parts[4], "metrics": [
+                        {"name": "bmc_node_power_watt", "period": 5000},
+                        {"name": "wattmetre_power_watt", "period": 1000}]})
+                if parts[3] == "metrics":
+                    query = parse_qs(url.query)
+                    wanted = query["metrics"][0].split(",")
+                    return self._reply(200, [s for s in api.samples if s["metric_id"] in wanted])
+                return self._reply(404, {"message": "not found"})
+
+            def do_GET(self):
+                self._handle("GET")
+
+            def do_POST(self):
+                self._handle("POST")
+
+            def do_DELETE(self):
+                self._handle("DELETE")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/stable"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+OAR_STUBS = {
+    "oarsub": """#!/bin/sh
+echo "$@" >> "$OAR_LOG"
+echo "[ADMISSION RULE] Modify resource description with type constraints"
+echo "OAR_JOB_ID=777"
+""",
+    "oarstat": """#!/bin/sh
+echo "oarstat $@" >> "$OAR_LOG"
+n=$(cat "$OAR_STATE.polls" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$OAR_STATE.polls"
+if [ $n -lt 2 ]; then state=Waiting; nodes='[]'; else state=Running; nodes='["127.0.0.1"]'; fi
+echo "{\\"777\\": {\\"state\\": \\"$state\\", \\"assigned_network_address\\": $nodes}}"
+""",
+    "oardel": """#!/bin/sh
+echo "oardel $@" >> "$OAR_LOG"
+echo "Deleting the job = 777 ...REGISTERED."
+""",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Sshd:
+    """A real OpenSSH server on 127.0.0.1, key authentication only."""
+
+    def __init__(self, root: Path, authorized_key: str, env: dict[str, str]):
+        root.mkdir(parents=True)
+        self.port = free_port()
+        host_key = root / "host_key"
+        paramiko.RSAKey.generate(2048).write_private_key_file(str(host_key))
+        (root / "authorized_keys").write_text(authorized_key + "\n")
+        set_env = " ".join(f"{k}={v}" for k, v in env.items())
+        (root / "sshd_config").write_text(textwrap.dedent(f"""
+            Port {self.port}
+            ListenAddress 127.0.0.1
+            HostKey {host_key}
+            AuthorizedKeysFile {root / "authorized_keys"}
+            PasswordAuthentication no
+            KbdInteractiveAuthentication no
+            PermitRootLogin yes
+            StrictModes no
+            UsePAM no
+            AllowTcpForwarding yes
+            PidFile {root / "sshd.pid"}
+            SetEnv {set_env}
+        """))
+        Path("/run/sshd").mkdir(exist_ok=True)
+        with open(root / "sshd.log", "w") as log:
+            self.process = subprocess.Popen(
+                [shutil.which("sshd") or "/usr/sbin/sshd", "-D", "-e", "-f",
+                 str(root / "sshd_config")], stderr=log)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError((root / "sshd.log").read_text())
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)

@@ -1,0 +1,204 @@
+"""Grid'5000 paths against stand-ins that answer like the real services (see g5k_fakes)."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import paramiko
+import pytest
+import yaml
+from g5k_fakes import OAR_STUBS, PASSWORD, USER, FakeG5kApi, Sshd
+
+from g5k import G5kError, cluster
+from g5k.api import Api
+from g5k.config import ClusterSpec, load_cluster
+from g5k.credentials import Credentials, load_credentials
+from g5k.kwollect import choose_power_metric, integrate
+from g5k.ssh import Remote
+from sweeper.cli import main
+
+T0 = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
+
+
+def sample(node: str, seconds: float, watts: float, metric: str = "wattmetre_power_watt"):
+    return {"timestamp": (T0 + timedelta(seconds=seconds)).isoformat(), "device_id": node,
+            "metric_id": metric, "value": watts, "labels": {}}
+
+
+def test_kwollect_trapezoid_with_a_gap() -> None:
+    samples = [sample("gros-1", t, w) for t, w in [(0, 100), (1, 110), (2, 130), (3, 130),
+                                                   # 10 s without samples: not bridged
+                                                   (13, 90), (14, 100)]]
+    samples += [sample("gros-2", t, 200) for t in range(0, 5)]
+    samples += [sample("gros-1", 1.5, 999, metric="bmc_node_power_watt")]  # other metric
+    energy = integrate(samples, "wattmetre_power_watt", max_gap_s=5)
+    # gros-1: (100+110)/2 + (110+130)/2 + 130 + (90+100)/2 = 105 + 120 + 130 + 95
+    assert energy.joules["gros-1"] == pytest.approx(450.0)
+    assert energy.covered_s["gros-1"] == pytest.approx(4.0)
+    assert energy.uncovered_s["gros-1"] == pytest.approx(10.0)
+    assert energy.joules["gros-2"] == pytest.approx(800.0)
+    assert energy.total_j == pytest.approx(1250.0)
+    assert choose_power_metric(["bmc_node_power_watt", "wattmetre_power_watt"]) == \
+        "wattmetre_power_watt"
+    assert choose_power_metric(["bmc_node_power_watt"]) == "bmc_node_power_watt"
+
+
+@pytest.fixture
+def api_server():
+    nodes = ["gros-1.nancy.grid5000.fr", "gros-2.nancy.grid5000.fr"]
+    samples = [sample("gros-1", t, 100 + t) for t in range(0, 11)]
+    server = FakeG5kApi(nodes, samples)
+    yield server
+    server.close()
+
+
+def test_rest_reservation_cycle_and_kwollect(api_server: FakeG5kApi, tmp_path: Path) -> None:
+    spec = ClusterSpec(site="nancy", cluster="gros", nodes=2, walltime="0:30:00",
+                       job_type="night", api_url=api_server.url)
+    said: list[str] = []
+    api = Api(spec.api_url, Credentials(USER, PASSWORD), say=said.append)
+    job_id = api.submit(spec)
+    assert job_id == 4242
+    _, _, body = api_server.requests[0]
+    assert body == {"resources": "nodes=2,walltime=0:30:00", "command": "sleep infinity",
+                    "name": "sweeper", "properties": "cluster='gros'", "types": ["night"]}
+    assert api.wait_running("nancy", job_id, timeout_s=10, poll_s=0.01) == api_server.nodes
+    metric = choose_power_metric(api.cluster_metrics("nancy", "gros"))
+    samples = api.metrics("nancy", api_server.nodes, [metric], T0, T0 + timedelta(seconds=10))
+    assert integrate(samples, metric).joules["gros-1"] == pytest.approx(1050.0)
+    _, path, _ = api_server.requests[-1]
+    assert "nodes=gros-1%2Cgros-2" in path and "metrics=wattmetre_power_watt" in path
+    api.delete("nancy", job_id)
+    assert api_server.jobs[job_id]["state"] == "terminated"
+    assert not any(PASSWORD in line for line in said)  # the secret is never shown
+
+
+def test_bad_credentials_and_dry_run(api_server: FakeG5kApi) -> None:
+    with pytest.raises(G5kError, match="authentication failed"):
+        Api(api_server.url, Credentials(USER, "wrong")).submit(ClusterSpec(site="nancy"))
+    before = len(api_server.requests)
+    said: list[str] = []
+    Api(api_server.url, Credentials(USER, PASSWORD), dry_run=True,
+        say=said.append).submit(ClusterSpec(site="nancy", nodes=3))
+    assert len(api_server.requests) == before  # nothing sent
+    assert said[0].startswith("[dry-run] POST") and "nodes=3" in said[0]
+
+
+def test_credentials_from_file_and_environment(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("G5K_USER", raising=False)
+    monkeypatch.delenv("G5K_PASSWORD", raising=False)
+    path = tmp_path / ".python-grid5000.yaml"
+    path.write_text(yaml.safe_dump({"username": "bob", "password": "pw"}))
+    creds = load_credentials(path)
+    assert creds == Credentials("bob", "pw") and "pw" not in repr(creds)
+    monkeypatch.setenv("G5K_USER", "carol")
+    monkeypatch.setenv("G5K_PASSWORD", "pw2")
+    assert load_credentials(path).username == "carol"
+
+
+@pytest.mark.parametrize(("key", "value", "named"), [
+    ("walltime", "two hours", "walltime"), ("nodes", "3", "nodes"), ("colour", 1, "colour"),
+    ("job_type", "nap", "job_type")])
+def test_cluster_file_errors_name_the_key(tmp_path: Path, key: str, value, named: str,
+                                          capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"site": "nancy", key: value}))
+    assert main(["cluster", "up", "--g5k", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and named in err[0] and str(path) in err[0]
+
+
+@pytest.fixture
+def ssh_hosts(tmp_path: Path):
+    """A jump host and a frontend/node host: two real sshd, OAR stand-ins on PATH."""
+    key = paramiko.RSAKey.generate(2048)
+    key_file = tmp_path / "id_rsa"
+    key.write_private_key_file(str(key_file))
+    stubs = tmp_path / "oar-bin"
+    stubs.mkdir()
+    for name, text in OAR_STUBS.items():
+        (stubs / name).write_text(text)
+        (stubs / name).chmod(0o755)
+    env = {"PATH": f"{stubs}:/usr/local/bin:/usr/bin:/bin", "OAR_LOG": str(tmp_path / "oar.log"),
+           "OAR_STATE": str(tmp_path / "oar-state")}
+    public = f"{key.get_name()} {key.get_base64()}"
+    jump, node = Sshd(tmp_path / "jump", public, env), Sshd(tmp_path / "node", public, env)
+    yield key_file, jump, node, tmp_path
+    jump.close()
+    node.close()
+
+
+def test_ssh_through_a_jump_host(ssh_hosts) -> None:
+    key_file, jump, node, _ = ssh_hosts
+    user = getpass.getuser()
+    via = Remote("127.0.0.1", user, str(key_file), jump.port)
+    remote = Remote("127.0.0.1", user, str(key_file), node.port, via=via)
+    assert remote.run("echo hello from $(hostname)").startswith("hello from")
+    with pytest.raises(G5kError, match="exit code 3"):
+        remote.run("exit 3")
+    remote.close()
+    unknown = ssh_hosts[3] / "unknown_key"
+    paramiko.RSAKey.generate(2048).write_private_key_file(str(unknown))
+    stranger = Remote("127.0.0.1", user, str(unknown), node.port)
+    with pytest.raises(G5kError, match="refused"):
+        stranger.run("true")
+
+
+def test_cluster_up_status_down_over_ssh_with_oar(ssh_hosts, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reservation by oarsub on the frontend, Ray commands on the nodes, all through the
+    jump host; `ray` is a stand-in script here, so the test's own Ray is left alone."""
+    key_file, jump, node, root = ssh_hosts
+    env_dir = root / "venv"
+    (env_dir / "bin").mkdir(parents=True)
+    ray_log = root / "ray.log"
+    (env_dir / "bin" / "ray").write_text(f"#!/bin/sh\necho \"$@\" >> {ray_log}\n"
+                                         "[ \"$1\" = status ] && echo '1 node alive'\nexit 0\n")
+    (env_dir / "bin" / "ray").chmod(0o755)
+    monkeypatch.setenv("SWEEPER_G5K_STATE", str(root / "state.json"))
+    monkeypatch.setenv("G5K_USER", getpass.getuser())
+    monkeypatch.setenv("G5K_PASSWORD", "unused")
+    spec = ClusterSpec(site="nancy", cluster="gros", nodes=1, jump_host="127.0.0.1",
+                       jump_port=jump.port, frontend="127.0.0.1", ssh_port=node.port,
+                       ssh_key=str(key_file), python_env=str(env_dir),
+                       reservation_method="oarsub")
+    said: list[str] = []
+    state = cluster.up(spec, say=said.append, timeout_s=60)
+    assert state.job_id == 777 and state.nodes == ["127.0.0.1"]
+    oar_log = (root / "oar.log").read_text()
+    assert "-l nodes=1,walltime=1:00:00" in oar_log and "cluster='gros'" in oar_log
+    assert f"start --head --port={spec.ray_port}" in ray_log.read_text()
+    assert any("ssh -J" in line and "-L 8265:127.0.0.1:8265" in line for line in said)
+    assert "1 node alive" in cluster.status()
+    cluster.down(say=said.append)
+    assert "oardel 777" in (root / "oar.log").read_text()
+    assert ray_log.read_text().splitlines()[-1] == "stop"
+    assert not (root / "state.json").exists()
+
+
+def test_a_half_started_cluster_is_torn_down(ssh_hosts, monkeypatch: pytest.MonkeyPatch
+                                             ) -> None:
+    key_file, jump, node, root = ssh_hosts
+    env_dir = root / "venv-broken"
+    (env_dir / "bin").mkdir(parents=True)
+    (env_dir / "bin" / "ray").write_text("#!/bin/sh\necho 'port in use' >&2\nexit 1\n")
+    (env_dir / "bin" / "ray").chmod(0o755)
+    monkeypatch.setenv("SWEEPER_G5K_STATE", str(root / "state.json"))
+    spec = ClusterSpec(site="nancy", nodes=1, jump_host="127.0.0.1", jump_port=jump.port,
+                       frontend="127.0.0.1", ssh_port=node.port, ssh_key=str(key_file),
+                       python_env=str(env_dir), reservation_method="oarsub",
+                       user=getpass.getuser())
+    with pytest.raises(G5kError, match=r"ray start --head.*port in use"):
+        cluster.up(spec, say=lambda _line: None, timeout_s=60)
+    assert "oardel 777" in (root / "oar.log").read_text()  # the job was given back
+    assert not (root / "state.json").exists()
+
+
+def test_example_cluster_file_is_valid() -> None:
+    spec = load_cluster(Path(__file__).parents[1] / "g5k" / "examples" / "nancy-gros.yaml")
+    assert spec.site == "nancy" and spec.oar_properties == "cluster='gros'"
+    assert os.path.basename(spec.python_env) == "sweeper-venv"
