@@ -21,3 +21,10 @@ def write_section(path: Path, section: str) -> None:
     parts = old.split("\n## ")
     kept = [parts[0]] + [p for p in parts[1:] if not ("## " + p).startswith(title)]
     path.write_text("\n## ".join(kept).rstrip("\n") + "\n\n" + section)
+
+
+def publish(section: str, path: Path | None) -> None:
+    """Print the section; also write it into `path` when given."""
+    print(section)
+    if path is not None:
+        write_section(path, section)

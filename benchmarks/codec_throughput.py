@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _markdown import write_section
+from _markdown import publish
 from flwr.app import Array, ArrayRecord
 
 from sweeper.fl.codecs import LOSSLESS, UPLINK_CODECS, CodecSpec, build_codec
@@ -93,9 +93,7 @@ def main() -> None:
         "",
     ]
     text = "\n".join(lines)
-    print(text)
-    if args.write:
-        write_section(args.write, text)
+    publish(text, args.write)
 
 
 def _mbps(name: str, mbps: float) -> str:

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _markdown import machine, write_section
+from _markdown import machine, publish
 
 PROBE = """
 import json, time
@@ -71,9 +71,7 @@ def main() -> None:
         "them and cached on disk by content key for the others.",
         "",
     ])
-    print(section)
-    if args.write:
-        write_section(args.write, section)
+    publish(section, args.write)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import ray
 import yaml
-from _markdown import machine, write_section
+from _markdown import machine, publish
 from ray.cluster_utils import Cluster
 
 from sweeper import study as studies
@@ -91,9 +91,7 @@ def main() -> None:
           for n, w, b, i, t in rows],
         "",
     ])
-    print(section)
-    if args.write:
-        write_section(args.write, section)
+    publish(section, args.write)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import torch
-from _markdown import machine, write_section
+from _markdown import machine, publish
 
 from sweeper.config import Scenario, TrialConfig, resolve_leverages
 from sweeper.kws.dataset import client_split
@@ -110,9 +110,7 @@ def main() -> None:
           for c, p, f, r, pa, fa in rows],
         "",
     ])
-    print(section)
-    if args.write:
-        write_section(args.write, section)
+    publish(section, args.write)
 
 
 if __name__ == "__main__":

@@ -74,3 +74,38 @@ def _map(record: ArrayRecord, selected: Callable[[Array], bool],
     for key, arr in record.items():
         out[key] = fn(arr) if selected(arr) else arr
     return out
+
+
+class SideArrayCodec:
+    """A codec that turns each float array into a payload array plus one side array
+    (scales, indices) stored under `key + suffix`."""
+
+    name = "side-array"
+    suffix = "::side"
+    stype = "sweeper.side"
+
+    def encode_array(self, a: np.ndarray) -> tuple[Array, Array]:
+        raise NotImplementedError
+
+    def decode_array(self, payload: Array, side: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode(self, record: ArrayRecord) -> ArrayRecord:
+        out = ArrayRecord()
+        for key, arr in record.items():
+            if is_float(arr):
+                out[key], out[key + self.suffix] = self.encode_array(arr.numpy())
+            else:
+                out[key] = arr
+        return out
+
+    def decode(self, record: ArrayRecord) -> ArrayRecord:
+        out = ArrayRecord()
+        for key, arr in record.items():
+            if key.endswith(self.suffix):
+                continue
+            if arr.stype == self.stype:
+                out[key] = Array(self.decode_array(arr, record[key + self.suffix].numpy()))
+            else:
+                out[key] = arr
+        return out

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from flwr.app import Array, ArrayRecord
+from flwr.app import Array
 
-from sweeper.fl.codecs.base import ElementwiseCodec, is_float
+from sweeper.fl.codecs.base import ElementwiseCodec, SideArrayCodec
 
 SCALE_SUFFIX = "::scale"
 
@@ -37,8 +37,10 @@ class Bf16(ElementwiseCodec):
         return half.view(np.float32).reshape(array.shape)
 
 
-class IntQuantizer:
+class IntQuantizer(SideArrayCodec):
     """Symmetric linear quantization to `bits` (8 or 4) with max-abs scales."""
+
+    suffix = SCALE_SUFFIX
 
     def __init__(self, bits: int, granularity: str = "tensor", stochastic: bool = False,
                  rng: np.random.Generator | None = None) -> None:
@@ -46,42 +48,26 @@ class IntQuantizer:
         self.levels = 2 ** (bits - 1) - 1
         self.rng = rng or np.random.default_rng(0)
         self.name = f"int{bits}"
+        self.stype = f"sweeper.int{bits}"
 
     def _rows(self, a: np.ndarray) -> np.ndarray:
         if self.granularity == "channel" and a.ndim >= 2:
             return a.reshape(a.shape[0], -1)
         return a.reshape(1, -1)
 
-    def encode(self, record: ArrayRecord) -> ArrayRecord:
-        out = ArrayRecord()
-        for key, arr in record.items():
-            if not is_float(arr):
-                out[key] = arr
-                continue
-            a = arr.numpy().astype(np.float32)
-            rows = self._rows(a)
-            peak = np.abs(rows).max(axis=1) if rows.size else np.zeros(rows.shape[0])
-            scale = np.where(peak > 0, peak / self.levels, 1.0).astype(np.float32)
-            q = rows / scale[:, None]
-            q = np.floor(q + self.rng.random(q.shape)) if self.stochastic else np.rint(q)
-            q = np.clip(q, -self.levels, self.levels).astype(np.int8).reshape(a.shape)
-            out[key] = self._pack(q)
-            out[key + SCALE_SUFFIX] = Array(scale)
-        return out
+    def encode_array(self, a: np.ndarray) -> tuple[Array, Array]:
+        a = a.astype(np.float32)
+        rows = self._rows(a)
+        peak = np.abs(rows).max(axis=1) if rows.size else np.zeros(rows.shape[0])
+        scale = np.where(peak > 0, peak / self.levels, 1.0).astype(np.float32)
+        q = rows / scale[:, None]
+        q = np.floor(q + self.rng.random(q.shape)) if self.stochastic else np.rint(q)
+        q = np.clip(q, -self.levels, self.levels).astype(np.int8).reshape(a.shape)
+        return self._pack(q), Array(scale)
 
-    def decode(self, record: ArrayRecord) -> ArrayRecord:
-        out = ArrayRecord()
-        for key, arr in record.items():
-            if key.endswith(SCALE_SUFFIX):
-                continue
-            if arr.stype != f"sweeper.int{self.bits}":
-                out[key] = arr
-                continue
-            q = self._unpack(arr)
-            scale = record[key + SCALE_SUFFIX].numpy()
-            rows = self._rows(q.astype(np.float32)) * scale[:, None]
-            out[key] = Array(rows.reshape(arr.shape).astype(np.float32))
-        return out
+    def decode_array(self, payload: Array, scale: np.ndarray) -> np.ndarray:
+        rows = self._rows(self._unpack(payload).astype(np.float32)) * scale[:, None]
+        return rows.reshape(payload.shape).astype(np.float32)
 
     def _pack(self, q: np.ndarray) -> Array:
         flat = q.reshape(-1)
