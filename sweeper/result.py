@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-OBJECTIVE_METRICS = ("accuracy", "energy_j", "wall_s", "bytes_total")
+OBJECTIVE_METRICS = ("accuracy", "energy_j", "wall_s", "bytes_total", "co2_g")
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class TrialResult:
     energy_j: float = float("nan")
     wall_s: float = float("nan")
     bytes_total: int = 0
+    co2_g: float = float("nan")
     status: str = "ok"  # "ok" | "failed" | "pruned"
     reason: str = ""
     meters: dict[str, MeterInfo] = field(default_factory=dict)

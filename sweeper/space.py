@@ -26,6 +26,8 @@ SCENARIO_CHOICES = {
     "task": ("12", "35"),
     "partition": ("speaker", "iid", "dirichlet"),
     "engine": ("simulation",),
+    "meters": ("auto", "modeled", "zeus", "rapl"),
+    "isolation": ("shared", "node"),
 }
 
 
@@ -239,6 +241,12 @@ def _scenario(where: str, raw: dict) -> Scenario:
     if scenario.host_profile not in profiles.hosts:
         raise SpaceError(f"{where}: scenario.host_profile: unknown profile "
                          f"{scenario.host_profile!r} (known: {', '.join(profiles.hosts)})")
+    for key, known in (("device_profile", profiles.devices),
+                       ("carbon_region", profiles.carbon)):
+        value = getattr(scenario, key)
+        if value is not None and value not in known:
+            raise SpaceError(f"{where}: scenario.{key}: unknown {value!r} "
+                             f"(known: {', '.join(known)})")
     if scenario.network_profile not in profiles.networks:
         raise SpaceError(f"{where}: scenario.network_profile: unknown profile "
                          f"{scenario.network_profile!r} (known: {', '.join(profiles.networks)})")

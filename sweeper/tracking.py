@@ -84,6 +84,11 @@ class Tracker:
                 ROLE_TAG: "trial", "sweeper.status": result.status}
         if result.reason:
             tags["sweeper.reason"] = result.reason[:5000]
+        selection = result.info.get("meter_selection", {})
+        tags["sweeper.node_meter"] = str(selection.get("node_meter"))
+        if selection.get("why") or selection.get("not_used"):
+            tags["sweeper.node_meter_note"] = str(selection.get("why") or
+                                                  selection.get("not_used"))[:5000]
         for component, info in result.meters.items():
             tags[f"sweeper.meter.{component}"] = info.meter[:5000]
             tags[f"sweeper.meter_kind.{component}"] = info.kind
@@ -142,6 +147,7 @@ def _metrics(result: TrialResult) -> list[Metric]:
         out += [Metric(k, float(v), now, rec.round) for k, v in values.items()]
     if result.status != "failed":
         finals = {"final.accuracy": result.accuracy, "final.energy_j": result.energy_j,
+                  "final.co2_g": result.co2_g,
                   "final.wall_s": result.wall_s, "final.bytes_total": result.bytes_total}
         out += [Metric(k, float(v), now, 0) for k, v in finals.items()]
     return out

@@ -10,12 +10,19 @@ import torch
 
 from sweeper import speed
 from sweeper.config import Scenario, TrialConfig
-from sweeper.energy import RoundUsage, load_profiles, modeled_ledger
+from sweeper.energy import (
+    RoundUsage,
+    co2_g,
+    load_profiles,
+    measured_node_ledger,
+    modeled_ledger,
+)
+from sweeper.energy.node import NodeMeter, open_node_meter
 from sweeper.errors import SweeperError
 from sweeper.fl import run_trial_federation
 from sweeper.kws.dataset import client_partitions, dataset_root, partition_stats
 from sweeper.kws.task import model_info
-from sweeper.result import RoundRecord, TrialResult
+from sweeper.result import MeterInfo, RoundRecord, TrialResult
 
 
 def run_trial(config: TrialConfig) -> TrialResult:
@@ -24,9 +31,11 @@ def run_trial(config: TrialConfig) -> TrialResult:
     try:
         torch.set_num_threads(max(1, config.scenario.cpus_per_trial))
         speed_in_force = speed.apply(config.leverages)
-        rounds = run_trial_federation(config)
-        result = _result(config, rounds)
+        watcher, selection = _node_meter(config.scenario)
+        rounds = run_trial_federation(config, watcher)
+        result = _result(config, rounds, watcher)
         result.info["speed"] = {**speed_in_force, "torch_threads": rounds[-1].torch_threads}
+        result.info["meter_selection"] = selection
     except SweeperError as exc:
         return TrialResult.failed(str(exc))
     except Exception as exc:  # a trial's crash must not take the sweep down
@@ -37,41 +46,85 @@ def run_trial(config: TrialConfig) -> TrialResult:
     return result
 
 
-def _result(config: TrialConfig, rounds: list) -> TrialResult:
+class NodeWatcher:
+    """Reads a node meter around every round (a `fl.server_app.RoundWatcher`)."""
+
+    def __init__(self, meter: NodeMeter) -> None:
+        self.meter = meter
+
+    def round_started(self, server_round: int) -> None:
+        self.meter.start()
+
+    def round_ended(self, server_round: int) -> dict[str, float]:
+        return self.meter.stop()
+
+
+def _node_meter(scenario: Scenario) -> tuple[NodeWatcher | None, dict[str, object]]:
+    """The node meter this trial may use, and why (or why not), per `meters`/`isolation`."""
+    if scenario.meters == "modeled":
+        return None, {"node_meter": None, "why": "meters: modeled"}
+    if scenario.isolation != "node":
+        return None, {"node_meter": None, "why": "isolation: shared: node counters also see "
+                      "other trials, so only modeled components are attributed"}
+    meter, reasons = open_node_meter(scenario.meters)
+    if meter is None and scenario.meters != "auto":
+        raise SweeperError(f"meters: {scenario.meters} asked for but unavailable: "
+                           + "; ".join(reasons))
+    if meter is None:
+        return None, {"node_meter": None, "why": "no node counter: " + "; ".join(reasons)}
+    return NodeWatcher(meter), {"node_meter": meter.name, "not_used": reasons}
+
+
+def _by_client(rounds: list, values: Callable[[object], dict]) -> dict:
+    """{round: {partition id: value}} from per-node values of each round."""
+    return {stats.round: {str(stats.client_of_node.get(node, f"node-{node}")): value
+                          for node, value in sorted(values(stats).items())}
+            for stats in rounds}
+
+
+def _result(config: TrialConfig, rounds: list, watcher: NodeWatcher | None) -> TrialResult:
     profiles = load_profiles()
-    ledger = modeled_ledger(profiles.hosts[config.scenario.host_profile],
-                            profiles.networks[config.scenario.network_profile])
+    scenario = config.scenario
+    network = profiles.networks[scenario.network_profile]
+    if watcher is not None:
+        ledger = measured_node_ledger(watcher.meter.name, network)
+    else:
+        device = profiles.devices[scenario.device_profile] if scenario.device_profile else None
+        ledger = modeled_ledger(profiles.hosts[scenario.host_profile], network, device,
+                                str(config.leverages["precision"]))
     records = []
     for stats in rounds:
         if stats.clients_ok == 0:
             raise SweeperError(f"round {stats.round}: every client failed; first error: "
                                f"{stats.errors[0] if stats.errors else 'unknown'}")
         energy = ledger.add_round(RoundUsage(stats.client_cpu_s, stats.server_cpu_s,
-                                             stats.bytes_up, stats.bytes_down))
+                                             stats.bytes_up, stats.bytes_down,
+                                             stats.client_flops, stats.node_j))
         records.append(RoundRecord(stats.round, stats.accuracy, stats.loss, stats.bytes_up,
                                    stats.bytes_down, stats.wall_s, ledger.total_j, energy,
                                    stats.client_accuracy,
                                    sum(stats.examples_by_client.values())))
     if not records:
         raise SweeperError("the federation ran no round")
+    carbon = profiles.carbon[scenario.carbon_region]
+    meters = ledger.provenance()
+    meters["co2_g"] = MeterInfo(f"energy_j x {carbon.g_per_kwh:g} gCO2e/kWh "
+                                f"({carbon.region}; {carbon.source})", "modeled")
     return TrialResult(
         rounds=records,
         accuracy=records[-1].accuracy,
         energy_j=ledger.total_j,
+        co2_g=co2_g(ledger.total_j, carbon),
         bytes_total=sum(r.bytes_up + r.bytes_down for r in records),
-        meters=ledger.provenance(),
-        info={"partition": partition_stats(config.scenario, config.seed),
+        meters=meters,
+        info={"partition": partition_stats(scenario, config.seed),
               "model": model_info(config),
-              "examples_by_client": {
-                  stats.round: {str(stats.client_of_node.get(node, f"node-{node}")): count
-                                for node, count in sorted(stats.examples_by_client.items())}
-                  for stats in rounds},
+              "flops": [stats.client_flops for stats in rounds],
+              "examples_by_client": _by_client(rounds, lambda s: s.examples_by_client),
               "selection_cpu_s": [stats.selection_cpu_s for stats in rounds],
-              "bytes_by_client": {
-            stats.round: {str(stats.client_of_node.get(node, f"node-{node}")):
-                          {"up": up, "down": down}
-                          for node, (up, down) in sorted(stats.bytes_by_client.items())}
-            for stats in rounds}},
+              "bytes_by_client": _by_client(rounds, lambda s: {
+                  node: {"up": up, "down": down}
+                  for node, (up, down) in s.bytes_by_client.items()})},
     )
 
 

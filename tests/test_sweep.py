@@ -66,6 +66,14 @@ def test_tiny_sweep_end_to_end(tmp_path: Path, ray_cluster: str,
             history = client.get_metric_history(run.info.run_id, metric)
             assert [m.step for m in history] == [1, 2], metric
         assert run.data.tags["sweeper.meter_kind.client_compute_j"] == "modeled"
+        assert "isolation: shared" in run.data.tags["sweeper.node_meter_note"]
+        energy = [m.value for m in client.get_metric_history(run.info.run_id, "energy_j")]
+        assert energy == sorted(energy)  # cumulative
+        components = [
+            sum(client.get_metric_history(run.info.run_id, f"energy_modeled.{c}")[i].value
+                for c in ("client_compute_j", "server_compute_j", "communication_j"))
+            for i in range(2)]
+        assert components == pytest.approx(energy)
         points[int(run.data.tags["sweeper.trial"])] = (
             run.data.metrics["final.accuracy"], run.data.metrics["final.energy_j"])
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sweeper.energy.profiles import HostProfile, NetworkProfile
+from sweeper.energy.profiles import CarbonIntensity, DeviceProfile, HostProfile, NetworkProfile
 from sweeper.result import MeterInfo
 
 
@@ -22,6 +22,8 @@ class RoundUsage:
     server_cpu_s: float  # process CPU seconds of the server's aggregate + evaluate steps
     bytes_up: int  # serialized payload bytes, clients -> server
     bytes_down: int  # serialized payload bytes, server -> clients
+    client_flops: float = 0.0  # FLOPs of the clients' training, evaluation and selection
+    node_j: dict[str, float] | None = None  # a node meter's joules per zone over the round
 
 
 class Meter(Protocol):
@@ -67,6 +69,35 @@ class PayloadBytesMeter:
                 + usage.bytes_down * self.network.j_per_byte_down)
 
 
+class DeviceFlopsMeter:
+    """Modeled client compute on the device the federation stands for: counted FLOPs x the
+    device profile's J/FLOP at the trial's precision (a lower bound: peak-rate J/FLOP)."""
+
+    component = "client_compute_j"
+
+    def __init__(self, device: DeviceProfile, precision: str) -> None:
+        self.j_per_flop = device.j_per_flop[precision]
+        self.info = MeterInfo(
+            meter=f"torch FLOP counter x device '{device.name}' ({self.j_per_flop:g} J/FLOP "
+            f"at {precision}; {device.source})", kind="modeled")
+
+    def joules(self, usage: RoundUsage) -> float:
+        return usage.client_flops * self.j_per_flop
+
+
+class NodeEnergyMeter:
+    """Measured energy of the whole node over each round (clients, server and idle alike):
+    only meaningful with one trial per node (`isolation: node`)."""
+
+    component = "node_compute_j"
+
+    def __init__(self, name: str) -> None:
+        self.info = MeterInfo(meter=f"{name}, whole node, isolation: node", kind="measured")
+
+    def joules(self, usage: RoundUsage) -> float:
+        return sum((usage.node_j or {}).values())
+
+
 @dataclass
 class EnergyLedger:
     meters: list[Meter]
@@ -87,7 +118,20 @@ class EnergyLedger:
         return {meter.component: meter.info for meter in self.meters}
 
 
-def modeled_ledger(host: HostProfile, network: NetworkProfile) -> EnergyLedger:
-    """The always-available ledger: client and server CPU time, and payload bytes."""
-    return EnergyLedger([CpuTimeMeter("client", host), CpuTimeMeter("server", host),
-                         PayloadBytesMeter(network)])
+def modeled_ledger(host: HostProfile, network: NetworkProfile,
+                   device: DeviceProfile | None = None, precision: str = "fp32") -> EnergyLedger:
+    """The always-available ledger: client compute (CPU time on the host, or FLOPs on a
+    device profile), server CPU time, and payload bytes."""
+    client: Meter = (DeviceFlopsMeter(device, precision) if device is not None
+                     else CpuTimeMeter("client", host))
+    return EnergyLedger([client, CpuTimeMeter("server", host), PayloadBytesMeter(network)])
+
+
+def measured_node_ledger(node_meter: str, network: NetworkProfile) -> EnergyLedger:
+    """Node counters for all compute of the round, payload bytes for communication."""
+    return EnergyLedger([NodeEnergyMeter(node_meter), PayloadBytesMeter(network)])
+
+
+def co2_g(joules: float, intensity: CarbonIntensity) -> float:
+    """Grams of CO2e of `joules` of electricity at the region's carbon intensity."""
+    return joules / 3.6e6 * intensity.g_per_kwh

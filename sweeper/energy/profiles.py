@@ -1,4 +1,5 @@
-"""Profile constants (host power, network J/byte) from `profiles.yaml`, each with its source."""
+"""Profile constants (host power, network J/byte, device J/FLOP, carbon intensity) from
+`profiles.yaml`, each with its source."""
 
 from __future__ import annotations
 
@@ -30,9 +31,25 @@ class NetworkProfile:
 
 
 @dataclass(frozen=True)
+class DeviceProfile:
+    name: str
+    j_per_flop: dict[str, float]  # by precision: fp32, bf16, fp16
+    source: str
+
+
+@dataclass(frozen=True)
+class CarbonIntensity:
+    region: str
+    g_per_kwh: float
+    source: str
+
+
+@dataclass(frozen=True)
 class Profiles:
     hosts: dict[str, HostProfile]
     networks: dict[str, NetworkProfile]
+    devices: dict[str, DeviceProfile]
+    carbon: dict[str, CarbonIntensity]
 
 
 @cache
@@ -40,6 +57,8 @@ def load_profiles(extra: str | None = None) -> Profiles:
     """Built-in profiles, extended by the file named in `extra` or $SWEEPER_PROFILES."""
     hosts: dict[str, HostProfile] = {}
     networks: dict[str, NetworkProfile] = {}
+    devices: dict[str, DeviceProfile] = {}
+    carbon: dict[str, CarbonIntensity] = {}
     paths = [BUILTIN]
     extra = extra or os.environ.get("SWEEPER_PROFILES")
     if extra:
@@ -52,6 +71,11 @@ def load_profiles(extra: str | None = None) -> Profiles:
             for name, body in (raw.get("networks") or {}).items():
                 networks[name] = NetworkProfile(name, float(body["j_per_byte_up"]),
                                                 float(body["j_per_byte_down"]), body["source"])
+            for name, body in (raw.get("devices") or {}).items():
+                devices[name] = DeviceProfile(
+                    name, {k: float(v) for k, v in body["j_per_flop"].items()}, body["source"])
+            for name, body in (raw.get("carbon") or {}).items():
+                carbon[name] = CarbonIntensity(name, float(body["g_per_kwh"]), body["source"])
         except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
             raise SweeperError(f"{path}: bad energy profile file ({exc})") from None
-    return Profiles(hosts, networks)
+    return Profiles(hosts, networks, devices, carbon)

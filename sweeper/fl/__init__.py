@@ -9,13 +9,14 @@ from sweeper.config import TrialConfig
 from sweeper.fl.strategy import RoundStats
 
 
-def run_trial_federation(config: TrialConfig) -> list[RoundStats]:
-    """Run the trial's federation on its engine; per-round accounting in round order."""
+def run_trial_federation(config: TrialConfig, watcher=None) -> list[RoundStats]:
+    """Run the trial's federation on its engine; per-round accounting in round order.
+    `watcher` (a `server_app.RoundWatcher`) is told when rounds start and end."""
     from sweeper.fl.client_app import app as client_app
     from sweeper.fl.server_app import build_server_app
     from sweeper.fl.simulation import run_federation
 
     rounds: list[RoundStats] = []
-    server_app = build_server_app(config, rounds.extend)
+    server_app = build_server_app(config, rounds.extend, watcher)
     run_federation(server_app, client_app, config.scenario.num_clients, config.seed)
     return rounds

@@ -27,7 +27,7 @@ from sweeper.fl.task import (
     uplink_codec,
 )
 from sweeper.kws.summarize import select
-from sweeper.kws.task import reusable_model
+from sweeper.kws.task import flops_per_example_of, reusable_model
 from sweeper.kws.train import evaluate, train
 
 RESIDUAL_KEY = "error-feedback-residual"
@@ -68,6 +68,7 @@ def train_round(msg: Message, context: Context) -> Message:
     x, y = client_data(config, partition_id)
     seed = config.seed * 1_000_003 + server_round * 1009 + partition_id
     selecting = time.process_time()
+    chosen_from = y
     if float(lev["data_fraction"]) < 1.0:
         chosen = select(model, x, y, float(lev["data_fraction"]), str(lev["summary"]), seed)
         x, y = x[chosen], y[chosen]
@@ -83,7 +84,11 @@ def train_round(msg: Message, context: Context) -> Message:
         update = encode_with_feedback(update, context.state, codec)
     else:
         update = codec.encode(update)
-    metrics = MetricRecord({"num-examples": len(y), "train_loss": loss,
+    train_flops, forward_flops = flops_per_example_of(config)
+    selected_from = len(chosen_from) if float(lev["data_fraction"]) < 1.0 else 0
+    flops = (train_flops * len(y) * int(lev["local_epochs"])
+             + forward_flops * selected_from * (lev["summary"] != "random"))
+    metrics = MetricRecord({"num-examples": len(y), "train_loss": loss, "flops": flops,
                             "partition-id": partition_id, "selection_cpu_s": selection_cpu_s,
                             "torch_threads": torch.get_num_threads(),
                             "cpu_s": time.process_time() - started})
@@ -99,6 +104,7 @@ def evaluate_round(msg: Message, context: Context) -> Message:
     x, y = client_data(config, partition_id, part="eval")
     loss, accuracy = evaluate(model, x, y) if len(y) else (float("nan"), float("nan"))
     metrics = MetricRecord({"num-examples": len(y), "loss": loss, "accuracy": accuracy,
+                            "flops": flops_per_example_of(config)[1] * len(y),
                             "partition-id": partition_id,
                             "cpu_s": time.process_time() - started})
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
@@ -23,8 +24,17 @@ from sweeper.kws.task import new_model
 from sweeper.kws.train import evaluate
 
 
-def build_server_app(config: TrialConfig,
-                     on_done: Callable[[list[RoundStats]], None]) -> ServerApp:
+class RoundWatcher(Protocol):
+    """Told when each round starts and ends (e.g. to read a node's energy counters);
+    what `round_ended` returns is kept as the round's `node_j`."""
+
+    def round_started(self, server_round: int) -> None: ...
+
+    def round_ended(self, server_round: int) -> dict[str, float] | None: ...
+
+
+def build_server_app(config: TrialConfig, on_done: Callable[[list[RoundStats]], None],
+                     watcher: RoundWatcher | None = None) -> ServerApp:
     app = ServerApp()
 
     @app.main()
@@ -32,7 +42,8 @@ def build_server_app(config: TrialConfig,
         lev = config.leverages
         strategy = accounted(str(lev["strategy"]), lev, config.scenario.num_clients,
                              build_codec(uplink_codec(lev)), build_codec(downlink_codec(lev)),
-                             config.to_json(), config.scenario.client_eval)
+                             config.to_json(), config.scenario.client_eval,
+                             watcher.round_started if watcher else None)
         model = new_model(config)
         x_test, y_test = test_data(config)
 
@@ -46,6 +57,8 @@ def build_server_app(config: TrialConfig,
             stats.accuracy, stats.loss = accuracy, loss
             stats.server_cpu_s += time.process_time() - started
             stats.wall_s = time.perf_counter() - stats.started
+            if watcher is not None:
+                stats.node_j = watcher.round_ended(server_round)
             return MetricRecord({"accuracy": accuracy, "loss": loss})
 
         strategy.start(grid=grid, initial_arrays=model_to_arrays(model),

@@ -11,7 +11,7 @@ clients report, the server's own CPU time and the round's wall time.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,8 @@ class RoundStats:
     bytes_by_client: dict[int, list[int]] = field(default_factory=dict)  # node: [up, down]
     client_of_node: dict[int, int] = field(default_factory=dict)  # node id -> partition id
     client_cpu_s: float = 0.0
+    client_flops: float = 0.0  # training + evaluation (+ selection) FLOPs, all clients
+    node_j: dict[str, float] | None = None  # node meter's joules per zone, if one ran
     examples_by_client: dict[int, int] = field(default_factory=dict)  # node: trained on
     selection_cpu_s: float = 0.0  # part of client_cpu_s spent choosing examples
     torch_threads: int = 0
@@ -67,14 +69,18 @@ class RoundStats:
 class AccountingMixin:
     """Put in front of a Flower strategy class (see `accounted`)."""
 
-    def setup_accounting(self, uplink: Codec, downlink: Codec, trial_config_json: str) -> None:
+    def setup_accounting(self, uplink: Codec, downlink: Codec, trial_config_json: str,
+                         on_round_start: Callable[[int], None] | None = None) -> None:
         self.uplink, self.downlink = uplink, downlink
+        self.on_round_start = on_round_start
         self.trial_config_json = trial_config_json
         self.rounds: dict[int, RoundStats] = {}
         self._global: ArrayRecord | None = None
 
     def _stats(self, server_round: int) -> RoundStats:
         if server_round not in self.rounds:
+            if self.on_round_start is not None:
+                self.on_round_start(server_round)
             self.rounds[server_round] = RoundStats(server_round, started=time.perf_counter())
         return self.rounds[server_round]
 
@@ -104,6 +110,7 @@ class AccountingMixin:
                 continue
             metrics = msg.content["metrics"]
             stats.client_cpu_s += float(metrics["cpu_s"])
+            stats.client_flops += float(metrics["flops"])
             stats.client_of_node[msg.metadata.src_node_id] = int(metrics["partition-id"])
         return replies
 
@@ -173,8 +180,8 @@ def strategy_options(name: str, leverages: dict[str, Any]) -> dict[str, Any]:
 
 
 def accounted(name: str, leverages: dict[str, Any], num_clients: int, uplink: Codec,
-              downlink: Codec, trial_config_json: str, client_eval: bool = True
-              ) -> AccountingMixin:
+              downlink: Codec, trial_config_json: str, client_eval: bool = True,
+              on_round_start: Callable[[int], None] | None = None) -> AccountingMixin:
     base = STRATEGIES[name]
     cls = type(f"Accounted{base.__name__}", (AccountingMixin, base), {})
     per_round = int(leverages["clients_per_round"])
@@ -183,7 +190,7 @@ def accounted(name: str, leverages: dict[str, Any], num_clients: int, uplink: Co
                    fraction_evaluate=evaluators / num_clients,
                    min_train_nodes=per_round, min_evaluate_nodes=evaluators,
                    min_available_nodes=num_clients, **strategy_options(name, leverages))
-    strategy.setup_accounting(uplink, downlink, trial_config_json)
+    strategy.setup_accounting(uplink, downlink, trial_config_json, on_round_start)
     return strategy
 
 

@@ -86,3 +86,19 @@ def flops_per_example(model: nn.Module, input_shape: tuple[int, ...]) -> int:
         model(torch.zeros(1, *input_shape))
     model.train(was_training)
     return int(counter.get_total_flops())
+
+
+def training_flops_per_example(model: nn.Module, input_shape: tuple[int, ...],
+                               num_classes: int) -> int:
+    """Forward + backward FLOPs of one training example (cross-entropy loss), counted by
+    FlopCounterMode on a real step of two examples (BatchNorm needs more than one) / 2.
+    The count is the same whatever the precision; what a FLOP costs is not."""
+    import copy
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    probe = copy.deepcopy(model).train()
+    x, y = torch.zeros(2, *input_shape), torch.zeros(2, dtype=torch.long)
+    with FlopCounterMode(display=False) as counter:
+        nn.functional.cross_entropy(probe(x), y % num_classes).backward()
+    return int(counter.get_total_flops()) // 2

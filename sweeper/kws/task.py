@@ -10,7 +10,12 @@ import torch
 from sweeper.config import TrialConfig
 from sweeper.kws.dataset import load_data
 from sweeper.kws.features import FeatureConfig, KwsData
-from sweeper.kws.models import build_model, flops_per_example, parameter_count
+from sweeper.kws.models import (
+    build_model,
+    flops_per_example,
+    parameter_count,
+    training_flops_per_example,
+)
 
 
 def feature_config(leverages: dict[str, Any]) -> FeatureConfig:
@@ -48,3 +53,18 @@ def reusable_model(config: TrialConfig) -> torch.nn.Module:
     every parameter and buffer into it before use (its initial values are meaningless)."""
     return _model_cache(str(config.leverages["model"]), float(config.leverages["width"]),
                         len(trial_data(config).classes))
+
+
+@cache
+def _flops(name: str, width: float, num_classes: int,
+           input_shape: tuple[int, ...]) -> tuple[int, int]:
+    model = build_model(name, num_classes, width)
+    return (training_flops_per_example(model, input_shape, num_classes),
+            flops_per_example(model, input_shape))
+
+
+def flops_per_example_of(config: TrialConfig) -> tuple[int, int]:
+    """(training, inference) FLOPs per example of the trial's model, counted once."""
+    data = trial_data(config)
+    return _flops(str(config.leverages["model"]), float(config.leverages["width"]),
+                  len(data.classes), tuple(data.x.shape[1:]))
