@@ -120,6 +120,8 @@ def _result(config: TrialConfig, rounds: list, watcher: NodeWatcher | None) -> T
         info={"partition": partition_stats(scenario, config.seed),
               "model": model_info(config),
               "flops": [stats.client_flops for stats in rounds],
+              "server_cpu_s": [stats.server_cpu_s for stats in rounds],
+              "cpu_s_by_client": _by_client(rounds, lambda s: s.cpu_s_by_client),
               "examples_by_client": _by_client(rounds, lambda s: s.examples_by_client),
               "selection_cpu_s": [stats.selection_cpu_s for stats in rounds],
               "bytes_by_client": _by_client(rounds, lambda s: {

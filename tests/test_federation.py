@@ -66,6 +66,8 @@ def test_bytes_are_the_sum_over_clients_and_match_the_arrays() -> None:
         assert 2 * 2 * 4 * n_params < record.bytes_down < 2 * 2 * 4 * n_params * 1.05
         # train replies carry the fp32 update, evaluate replies only metrics
         assert 2 * 4 * n_params < record.bytes_up < 2 * 4 * n_params * 1.05
+        cpu = result.info["cpu_s_by_client"][record.round]
+        assert set(cpu) == set(per_client) and all(v > 0 for v in cpu.values())
     int4 = _run(update_codec="int4", downlink_codec="int8")
     assert int4.rounds[0].bytes_up < 0.2 * result.rounds[0].bytes_up  # + scales, headers
     assert int4.rounds[0].bytes_down < 0.3 * result.rounds[0].bytes_down

@@ -43,6 +43,7 @@ class RoundStats:
     client_of_node: dict[int, int] = field(default_factory=dict)  # node id -> partition id
     client_cpu_s: float = 0.0
     client_flops: float = 0.0  # training + evaluation (+ selection) FLOPs, all clients
+    cpu_s_by_client: dict[int, float] = field(default_factory=dict)  # node: CPU seconds
     node_j: dict[str, float] | None = None  # node meter's joules per zone, if one ran
     examples_by_client: dict[int, int] = field(default_factory=dict)  # node: trained on
     selection_cpu_s: float = 0.0  # part of client_cpu_s spent choosing examples
@@ -110,6 +111,9 @@ class AccountingMixin:
                 continue
             metrics = msg.content["metrics"]
             stats.client_cpu_s += float(metrics["cpu_s"])
+            node = msg.metadata.src_node_id
+            stats.cpu_s_by_client[node] = stats.cpu_s_by_client.get(node, 0.0) + float(
+                metrics["cpu_s"])
             stats.client_flops += float(metrics["flops"])
             stats.client_of_node[msg.metadata.src_node_id] = int(metrics["partition-id"])
         return replies
