@@ -98,6 +98,7 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
     trial_runs = _relog_missing(study, tracker, parent, space)
 
     started_ray, dashboard_url = start_ray(ray_address, dashboard=dashboard)
+    slots = space.parallel or auto_parallel(space.scenario.cpus_per_trial)
     progress = SweepProgress(sweep, space.trials, dashboard_url=dashboard_url)
     _refresh(progress, study)
     notify = on_progress or (lambda _p: None)
@@ -106,7 +107,7 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
 
     def fill_slots() -> None:
         finished = sum(studies.is_finished(t) for t in study.get_trials(deepcopy=False))
-        while len(pending) < space.parallel and finished + len(pending) < space.trials:
+        while len(pending) < slots and finished + len(pending) < space.trials:
             trial = study.ask()
             config = space.trial_config(space.sample(trial))
             ref = _remote_trial.options(
@@ -137,6 +138,11 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
         if started_ray:
             ray.shutdown()
     return SweepOutcome(sweep, parent, study, trial_runs)
+
+
+def auto_parallel(cpus_per_trial: int) -> int:
+    """`parallel: auto`: floor(cluster CPUs / CPUs per trial), at least one."""
+    return max(1, int(ray.cluster_resources().get("CPU", 1)) // max(1, cpus_per_trial))
 
 
 def _collect(ref: ray.ObjectRef) -> TrialResult:

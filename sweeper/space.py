@@ -82,7 +82,7 @@ class SearchSpace:
     name: str
     objectives: tuple[Objective, ...]
     trials: int
-    parallel: int
+    parallel: int  # trials at a time; 0 = "auto": as many as the Ray cluster's CPUs allow
     sampler: str
     sampler_seed: int
     scenario: Scenario
@@ -147,7 +147,9 @@ def load_space(path: str | Path) -> SearchSpace:
     budget = _mapping(where, "budget", raw.get("budget", {}))
     _no_unknown(where, "budget.", budget, {"trials", "parallel"})
     trials = _positive_int(where, "budget.trials", budget.get("trials", 10))
-    parallel = _positive_int(where, "budget.parallel", budget.get("parallel", 1))
+    parallel_raw = budget.get("parallel", 1)
+    parallel = 0 if parallel_raw == "auto" else _positive_int(where, "budget.parallel",
+                                                               parallel_raw)
     sampler = _mapping(where, "sampler", raw.get("sampler", {}))
     _no_unknown(where, "sampler.", sampler, {"name", "seed"})
     sampler_name = _typed(where, "sampler.name", sampler.get("name", "tpe"), str)

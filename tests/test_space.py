@@ -156,3 +156,12 @@ def test_clients_per_round_count_or_fraction(tmp_path: Path) -> None:
     assert space.distributions()["clients_per_round"] == od.FloatDistribution(0.25, 1.0)
     assert space.trial_config({"clients_per_round": 0.5}).leverages["clients_per_round"] == 1
     assert space.trial_config({"clients_per_round": 2}).leverages["clients_per_round"] == 2
+
+
+def test_parallel_auto_fills_the_cluster(tmp_path: Path, ray_cluster: str) -> None:
+    from sweeper.orchestrate import auto_parallel
+
+    space = load_space(write_space(tmp_path / "s.yaml", budget={"trials": 2,
+                                                                 "parallel": "auto"}))
+    assert space.parallel == 0
+    assert auto_parallel(1) == 2 and auto_parallel(2) == 1 and auto_parallel(4) == 1
