@@ -8,7 +8,7 @@ trial reads resolved values from `TrialConfig.leverages`, so a knob is added in 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sweeper.errors import StoreError
@@ -132,10 +132,6 @@ class Scenario:
     isolation: str = "shared"  # "node": one trial per node, node meters attributed to it
     carbon_region: str = "fr"
     cpus_per_trial: int = 1
-
-    @classmethod
-    def field_types(cls) -> dict[str, str]:
-        return {f.name: str(f.type) for f in fields(cls)}
 
 
 @dataclass(frozen=True)

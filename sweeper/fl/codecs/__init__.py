@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import ArrayRecord
 
 from sweeper.fl.codecs.base import Codec, Identity, Pipeline
 from sweeper.fl.codecs.lossless import Lossless
@@ -59,14 +58,5 @@ def build_codec(spec: CodecSpec, rng: np.random.Generator | None = None) -> Code
     return stages[0] if len(stages) == 1 else Pipeline(stages)
 
 
-def get_codec(name: str) -> Codec:
-    """A codec by name with default settings."""
-    return build_codec(CodecSpec(name))
-
-
-def is_lossless(spec: CodecSpec) -> bool:
-    return spec.name == "none"
-
-
-__all__ = ["DOWNLINK_CODECS", "LOSSLESS", "UPLINK_CODECS", "ArrayRecord", "Codec",
-           "CodecSpec", "build_codec", "get_codec", "is_lossless"]
+__all__ = ["DOWNLINK_CODECS", "LOSSLESS", "UPLINK_CODECS", "Codec", "CodecSpec",
+           "build_codec"]
