@@ -43,11 +43,20 @@ def _parser() -> argparse.ArgumentParser:
     pareto.add_argument("--no-dashboard", action="store_true", help="start Ray without it")
     pareto.set_defaults(func=_pareto)
     trial = sub.add_parser("trial", help="run one configuration and print its result")
-    trial.add_argument("--space", required=True, type=Path)
+    trial.add_argument("--space", type=Path, help="required unless --from-run")
+    trial.add_argument("--from-run", metavar="RUN_ID",
+                       help="re-run the trial logged in this MLflow run and compare")
     trial.add_argument("--set", action="append", default=[], metavar="LEVERAGE=VALUE")
     trial.add_argument("--json", action="store_true", help="print the TrialResult as JSON")
     trial.add_argument("--store", type=Path, default=DEFAULT_STORE)
     trial.set_defaults(func=_trial)
+    report = sub.add_parser("report", help="fronts, hypervolume and importances of a sweep")
+    report.add_argument("sweep")
+    report.add_argument("--store", type=Path, default=DEFAULT_STORE)
+    report.set_defaults(func=_report)
+    listing = sub.add_parser("list", help="the sweeps in a store")
+    listing.add_argument("--store", type=Path, default=DEFAULT_STORE)
+    listing.set_defaults(func=_list)
     baseline = sub.add_parser("baseline", help="train the space's model centrally (the ceiling)")
     baseline.add_argument("--space", required=True, type=Path)
     baseline.add_argument("--set", action="append", default=[], metavar="LEVERAGE=VALUE")
@@ -65,7 +74,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def _pareto(args: argparse.Namespace) -> int:
     from sweeper.orchestrate import SweepProgress, run_sweep
-    from sweeper.report import front_rows, front_table, publish
     from sweeper.space import load_space
     from sweeper.tracking import Tracker
 
@@ -85,13 +93,54 @@ def _pareto(args: argparse.Namespace) -> int:
                             dashboard=not args.no_dashboard, on_progress=show,
                             on_prepare=_corpus_progress(live))
     tracker = Tracker(args.store)
-    rows = front_rows(outcome.study, space, outcome.trial_runs)
-    publish(outcome.study, space, tracker, outcome.parent_run_id, rows)
+    _show_report(outcome.study, space, tracker, outcome.parent_run_id, outcome.trial_runs)
     tracker.finish_sweep(outcome.parent_run_id)
+    print(f"sweep: {outcome.sweep}   MLflow: mlflow ui --backend-store-uri {tracker.uri}")
+    return 0
+
+
+def _show_report(study, space, tracker, parent_run_id: str, trial_runs: dict[int, str]) -> None:
+    """The fronts, hypervolume and importances: printed, and artifacts of the sweep's run."""
+    from sweeper.report import front_rows, front_table, publish
+
+    rows = front_rows(study, space, trial_runs)
+    extras = publish(study, space, tracker, parent_run_id, rows)
     goals = ", ".join(f"{o.metric} {o.direction}" for o in space.objectives)
     out = Console(width=None if sys.stdout.isatty() else 200)
-    out.print(front_table(rows, f"Pareto front of {outcome.sweep} ({goals})"))
-    print(f"sweep: {outcome.sweep}   MLflow: mlflow ui --backend-store-uri {tracker.uri}")
+    out.print(front_table(rows, f"Pareto front of {study.study_name} ({goals}; feasible "
+                                "trials)"))
+    out.print(front_table(extras["round_front"], "Anytime front: every round of every "
+                                                 "trial (accuracy then, energy so far)"))
+    if extras["hypervolume"]:
+        print(f"hypervolume after {len(extras['hypervolume'])} feasible trials: "
+              f"{extras['hypervolume'][-1]['hypervolume']:.4g} (reference: the nadir pushed "
+              "10% outward; history in hypervolume.csv)")
+    for metric, ranking in extras["importances"].items():
+        top = ", ".join(f"{k} {v:.2f}" for k, v in list(ranking.items())[:4])
+        print(f"importance for {metric}: {top or 'n/a'}")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from sweeper import study as studies
+    from sweeper.tracking import Tracker
+
+    study = studies.load_existing(args.sweep, args.store)
+    space = studies.space_of(study)
+    tracker = Tracker(args.store)
+    parent = tracker.sweep_run(args.sweep, create=False)
+    _show_report(study, space, tracker, parent, tracker.logged_trials(parent))
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from sweeper import study as studies
+
+    table = Table(title=f"sweeps in {args.store}")
+    for column in ("sweep", "complete", "failed", "pruned", "running", "started"):
+        table.add_column(column)
+    for summary in studies.summaries(args.store):
+        table.add_row(*(str(v) for v in summary))
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
     return 0
 
 
@@ -178,10 +227,40 @@ def _baseline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _from_run(args: argparse.Namespace) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from sweeper.config import TrialConfig
+    from sweeper.tracking import tracking_uri
+    from sweeper.trial import prepare, run_trial
+
+    uri = tracking_uri(args.store)
+    config = TrialConfig.from_mlflow_run(args.from_run, uri)
+    old = MlflowClient(uri).get_run(args.from_run).data.metrics
+    prepare(config.scenario, config.seed)
+    new = run_trial(config)
+    rows = {"accuracy": new.accuracy, "energy_j": new.energy_j, "bytes_total": new.bytes_total,
+            "wall_s": new.wall_s}
+    if args.json:
+        print(json.dumps({"old": {k: old.get(f"final.{k}") for k in rows}, "new": rows}))
+        return 0
+    table = Table(title=f"trial of MLflow run {args.from_run}, re-run (seed {config.seed})")
+    for column in ("metric", "logged", "re-run"):
+        table.add_column(column)
+    for key, value in rows.items():
+        table.add_row(key, f"{old.get(f'final.{key}', float('nan')):.6g}", f"{value:.6g}")
+    Console().print(table)
+    return 0 if new.status == "ok" else 1
+
+
 def _trial(args: argparse.Namespace) -> int:
     from sweeper.tracking import Tracker
     from sweeper.trial import run_trial
 
+    if args.from_run:
+        return _from_run(args)
+    if args.space is None:
+        raise SweeperError("trial: --space FILE (or --from-run RUN_ID) is required")
     space, config = _configured(args)
     result = run_trial(config)
     tracker = Tracker(args.store)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,7 +106,15 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
     notify(progress)
     pending: dict[ray.ObjectRef, tuple[optuna.Trial, TrialConfig]] = {}
 
+    started = time.monotonic()
+
     def fill_slots() -> None:
+        if space.wall_clock_s is not None and time.monotonic() - started > space.wall_clock_s:
+            progress.last_event = f"wall-clock budget of {space.wall_clock_s:g} s reached"
+            return  # running trials finish and are kept; no new one starts
+        if getattr(study.sampler, "exhausted", False):
+            progress.last_event = "grid exhausted"
+            return
         finished = sum(studies.is_finished(t) for t in study.get_trials(deepcopy=False))
         while len(pending) < slots and finished + len(pending) < space.trials:
             trial = study.ask()

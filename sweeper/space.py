@@ -18,9 +18,10 @@ from sweeper.config import LEVERAGES, Scenario, TrialConfig, resolve_leverages
 from sweeper.errors import SpaceError
 from sweeper.result import OBJECTIVE_METRICS
 
-TOP_KEYS = {"name", "description", "objectives", "budget", "sampler", "scenario", "leverages"}
+TOP_KEYS = {"name", "description", "objectives", "budget", "sampler", "scenario", "leverages",
+            "constraints"}
 REQUIRED_TOP_KEYS = ("name", "objectives", "leverages")
-SAMPLERS = ("tpe", "nsga2", "random")
+SAMPLERS = ("tpe", "nsga2", "random", "gp", "grid")
 SCENARIO_CHOICES = {
     "dataset": ("synthetic", "speech_commands"),
     "task": ("12", "35"),
@@ -35,6 +36,21 @@ SCENARIO_CHOICES = {
 class Objective:
     metric: str
     direction: str  # "minimize" | "maximize"
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """`metric >= bound` or `metric <= bound`, given to Optuna as a value <= 0 when met."""
+
+    metric: str
+    op: str
+    bound: float
+
+    def violation(self, value: float) -> float:
+        return self.bound - value if self.op == ">=" else value - self.bound
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.bound:g}"
 
 
 @dataclass(frozen=True)
@@ -88,6 +104,9 @@ class SearchSpace:
     scenario: Scenario
     seed: int
     leverages: tuple[Leverage, ...]
+    constraints: tuple[Constraint, ...] = ()
+    population_size: int = 50  # nsga2
+    wall_clock_s: float | None = None  # stop launching trials after this long
 
     def distributions(self) -> dict[str, od.BaseDistribution]:
         return {lev.name: lev.distribution() for lev in self.leverages}
@@ -145,13 +164,20 @@ def load_space(path: str | Path) -> SearchSpace:
     name = _typed(where, "name", raw["name"], str)
     objectives = _objectives(where, raw["objectives"])
     budget = _mapping(where, "budget", raw.get("budget", {}))
-    _no_unknown(where, "budget.", budget, {"trials", "parallel"})
+    _no_unknown(where, "budget.", budget, {"trials", "parallel", "wall_clock_s"})
+    wall_clock_s = budget.get("wall_clock_s")
+    if wall_clock_s is not None:
+        wall_clock_s = _typed(where, "budget.wall_clock_s", wall_clock_s, float)
+        if wall_clock_s <= 0:
+            raise SpaceError(f"{where}: budget.wall_clock_s: must be > 0")
     trials = _positive_int(where, "budget.trials", budget.get("trials", 10))
     parallel_raw = budget.get("parallel", 1)
     parallel = 0 if parallel_raw == "auto" else _positive_int(where, "budget.parallel",
                                                                parallel_raw)
     sampler = _mapping(where, "sampler", raw.get("sampler", {}))
-    _no_unknown(where, "sampler.", sampler, {"name", "seed"})
+    _no_unknown(where, "sampler.", sampler, {"name", "seed", "population_size"})
+    population_size = _positive_int(where, "sampler.population_size",
+                                    sampler.get("population_size", 50))
     sampler_name = _typed(where, "sampler.name", sampler.get("name", "tpe"), str)
     if sampler_name not in SAMPLERS:
         raise SpaceError(f"{where}: sampler.name: {sampler_name!r} is not one of {SAMPLERS}")
@@ -160,8 +186,33 @@ def load_space(path: str | Path) -> SearchSpace:
     seed = _typed(where, "scenario.seed", scenario_raw.pop("seed", 0), int)
     scenario = _scenario(where, scenario_raw)
     leverages = _leverages(where, raw["leverages"])
+    if sampler_name == "grid":
+        for lev in leverages:
+            if not lev.choices and not lev.is_int and lev.step is None:
+                raise SpaceError(f"{where}: leverages.{lev.name}: sampler grid needs choices, "
+                                 "an int range or a step")
+    constraints = _constraints(where, raw.get("constraints", []))
     return SearchSpace(path, name, objectives, trials, parallel, sampler_name, sampler_seed,
-                       scenario, seed, leverages)
+                       scenario, seed, leverages, constraints, population_size, wall_clock_s)
+
+
+def _constraints(where: str, raw: Any) -> tuple[Constraint, ...]:
+    if not isinstance(raw, list):
+        raise SpaceError(f"{where}: constraints: must be a list like ['accuracy >= 0.8']")
+    out = []
+    for i, text in enumerate(raw):
+        parts = str(text).split()
+        if len(parts) != 3 or parts[1] not in (">=", "<="):
+            raise SpaceError(f"{where}: constraints[{i}]: {text!r} is not 'metric >= number' "
+                             "or 'metric <= number'")
+        if parts[0] not in OBJECTIVE_METRICS:
+            raise SpaceError(f"{where}: constraints[{i}]: unknown metric {parts[0]!r}")
+        try:
+            bound = float(parts[2])
+        except ValueError:
+            raise SpaceError(f"{where}: constraints[{i}]: {parts[2]!r} is not a number") from None
+        out.append(Constraint(parts[0], parts[1], bound))
+    return tuple(out)
 
 
 def _no_unknown(where: str, prefix: str, raw: dict, allowed: set[str]) -> None:

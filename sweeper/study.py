@@ -24,10 +24,30 @@ def storage_url(store: Path) -> str:
 def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
     seed = space.sampler_seed
     if space.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=space.population_size)
     if space.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if space.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if space.sampler == "grid":
+        return ExhaustiveSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+
+
+class ExhaustiveSampler(optuna.samplers.BruteForceSampler):
+    """Optuna's brute-force sampler (every combination, conditional leverages included),
+    for ask/tell: it calls `Study.stop()` once the space is exhausted, which Optuna only
+    allows inside `optimize`; here that becomes `exhausted`, and the driver stops asking."""
+
+    exhausted = False
+
+    def after_trial(self, study, trial, state, values) -> None:
+        try:
+            super().after_trial(study, trial, state, values)
+        except RuntimeError as exc:
+            if "Study.stop" not in str(exc):
+                raise
+            self.exhausted = True
 
 
 def open_study(space: SearchSpace, sweep: str, store: Path, create: bool) -> optuna.Study:
@@ -68,6 +88,9 @@ def tell(study: optuna.Study, trial: optuna.Trial, space: SearchSpace,
     (rounds, meters, reason) is kept with it, so MLflow can be re-logged from Optuna alone."""
     trial.set_user_attr(RESULT_ATTR, json.dumps(result.to_dict()))
     if result.status == "ok":
+        for constraint in space.constraints:
+            trial.set_constraint(str(constraint),
+                                 constraint.violation(result.objective(constraint.metric)))
         study.tell(trial, [result.objective(o.metric) for o in space.objectives])
     else:
         study.tell(trial, state=TrialState.FAIL)
@@ -86,5 +109,50 @@ def recover_interrupted(study: optuna.Study) -> int:
     return count
 
 
+CONSTRAINT_PREFIX = "constraints:"
+
+
+def is_feasible(trial: FrozenTrial) -> bool:
+    """Every constraint set on the trial is met (value <= 0); true when there are none."""
+    return all(v <= 0 for k, v in trial.system_attrs.items()
+               if k.startswith(CONSTRAINT_PREFIX))
+
+
 def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
-    return list(study.best_trials)
+    """The non-dominated complete trials among the feasible ones."""
+    return [t for t in study.best_trials if is_feasible(t)]
+
+
+def load_existing(sweep: str, store: Path) -> optuna.Study:
+    try:
+        return optuna.load_study(study_name=sweep, storage=storage_url(store))
+    except KeyError:
+        raise StoreError(f"no sweep named {sweep!r} in {storage_url(store)}") from None
+
+
+def space_of(study: optuna.Study) -> SearchSpace:
+    """The search space a sweep was started with (kept in the study)."""
+    import tempfile
+
+    from sweeper.space import load_space
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{study.study_name}.yaml"
+        path.write_text(study.user_attrs[SPACE_ATTR])
+        return load_space(path)
+
+
+def summaries(store: Path) -> list[tuple]:
+    """(sweep, complete, failed, pruned, running, started) of every sweep in the store."""
+    if not (Path(store) / "optuna.db").exists():
+        return []
+    out = []
+    for summary in optuna.get_all_study_summaries(storage_url(store)):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage_url(store))
+        states = [t.state for t in study.get_trials(deepcopy=False)]
+        out.append((summary.study_name, states.count(TrialState.COMPLETE),
+                    states.count(TrialState.FAIL), states.count(TrialState.PRUNED),
+                    states.count(TrialState.RUNNING),
+                    f"{summary.datetime_start:%Y-%m-%d %H:%M}" if summary.datetime_start
+                    else ""))
+    return out
