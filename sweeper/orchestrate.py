@@ -112,6 +112,13 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
         if space.wall_clock_s is not None and time.monotonic() - started > space.wall_clock_s:
             progress.last_event = f"wall-clock budget of {space.wall_clock_s:g} s reached"
             return  # running trials finish and are kept; no new one starts
+        if space.energy_budget_j is not None:
+            spent = sum(r.energy_j for r in (studies.stored_result(t) for t in
+                        study.get_trials(deepcopy=False)) if r is not None and r.status == "ok")
+            if spent >= space.energy_budget_j:
+                progress.last_event = (f"energy budget reached: {spent:.4g} J of "
+                                       f"{space.energy_budget_j:g} J")
+                return
         if getattr(study.sampler, "exhausted", False):
             progress.last_event = "grid exhausted"
             return

@@ -107,6 +107,7 @@ class SearchSpace:
     constraints: tuple[Constraint, ...] = ()
     population_size: int = 50  # nsga2
     wall_clock_s: float | None = None  # stop launching trials after this long
+    energy_budget_j: float | None = None  # stop launching once finished trials used this
 
     def distributions(self) -> dict[str, od.BaseDistribution]:
         return {lev.name: lev.distribution() for lev in self.leverages}
@@ -164,12 +165,9 @@ def load_space(path: str | Path) -> SearchSpace:
     name = _typed(where, "name", raw["name"], str)
     objectives = _objectives(where, raw["objectives"])
     budget = _mapping(where, "budget", raw.get("budget", {}))
-    _no_unknown(where, "budget.", budget, {"trials", "parallel", "wall_clock_s"})
-    wall_clock_s = budget.get("wall_clock_s")
-    if wall_clock_s is not None:
-        wall_clock_s = _typed(where, "budget.wall_clock_s", wall_clock_s, float)
-        if wall_clock_s <= 0:
-            raise SpaceError(f"{where}: budget.wall_clock_s: must be > 0")
+    _no_unknown(where, "budget.", budget, {"trials", "parallel", "wall_clock_s", "energy_j"})
+    wall_clock_s, energy_budget_j = (_positive_float(where, f"budget.{key}", budget.get(key))
+                                     for key in ("wall_clock_s", "energy_j"))
     trials = _positive_int(where, "budget.trials", budget.get("trials", 10))
     parallel_raw = budget.get("parallel", 1)
     parallel = 0 if parallel_raw == "auto" else _positive_int(where, "budget.parallel",
@@ -193,7 +191,17 @@ def load_space(path: str | Path) -> SearchSpace:
                                  "an int range or a step")
     constraints = _constraints(where, raw.get("constraints", []))
     return SearchSpace(path, name, objectives, trials, parallel, sampler_name, sampler_seed,
-                       scenario, seed, leverages, constraints, population_size, wall_clock_s)
+                       scenario, seed, leverages, constraints, population_size, wall_clock_s,
+                       energy_budget_j)
+
+
+def _positive_float(where: str, key: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    value = _typed(where, key, value, float)
+    if value <= 0:
+        raise SpaceError(f"{where}: {key}: must be > 0")
+    return value
 
 
 def _constraints(where: str, raw: Any) -> tuple[Constraint, ...]:

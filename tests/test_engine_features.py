@@ -114,6 +114,13 @@ def test_wall_clock_budget_stops_cleanly(tmp_path: Path, ray_cluster: str) -> No
     assert set(outcome.trial_runs) == {t.number for t in outcome.study.trials}
 
 
+def test_energy_budget_stops_the_sweep(tmp_path: Path, ray_cluster: str) -> None:
+    space = load_space(write_space(tmp_path / "e.yaml",
+                                   budget={"trials": 50, "parallel": 1, "energy_j": 1e-9}))
+    outcome = run_sweep(space, tmp_path / "store", sweep="energy", dashboard=False)
+    assert len(outcome.study.trials) == 1  # the first trial spent the whole budget
+
+
 def test_hypervolume_and_non_dominated_by_hand() -> None:
     values = np.array([[0.5, 10.0], [0.8, 20.0]])  # (accuracy max, energy min)
     # boxes to ref (0, 30): 0.5 x 20 + 0.8 x 10 - overlap 0.5 x 10 = 13

@@ -165,3 +165,14 @@ def test_parallel_auto_fills_the_cluster(tmp_path: Path, ray_cluster: str) -> No
                                                                  "parallel": "auto"}))
     assert space.parallel == 0
     assert auto_parallel(1) == 2 and auto_parallel(2) == 1 and auto_parallel(4) == 1
+
+
+def test_full_space_covers_every_searchable_leverage() -> None:
+    from sweeper.config import LEVERAGES
+
+    space = load_space(Path(__file__).parents[1] / "search_spaces" / "full.yaml")
+    names = {lev.name for lev in space.leverages}
+    node_settings = {"cpu_freq_khz", "cpu_governor", "gpu_power_limit_w", "rounds",
+                     "beta_1", "beta_2", "tau"}
+    assert set(LEVERAGES) - names <= node_settings
+    assert space.parallel == 0 and space.sampler == "nsga2" and space.constraints
