@@ -61,3 +61,24 @@ def hypervolume_history(values_in_order: list[tuple[float, ...]],
     values = np.array(values_in_order, dtype=float)
     ref = reference_point(values, maximize)
     return [hypervolume(values[: i + 1], maximize, ref) for i in range(len(values))]
+
+
+@dataclass(frozen=True)
+class PruneRule:
+    """Stop a trial that cannot reach the (accuracy max, energy min) front.
+
+    Sound under one assumption, stated by the user: no trial's final accuracy exceeds
+    `max_accuracy` (e.g. the centralized baseline's). Energy only grows with rounds, so a
+    trial whose energy so far already reaches that of a front point whose accuracy is at
+    least `max_accuracy` ends dominated (or tied) whatever its remaining rounds do."""
+
+    max_accuracy: float
+    front: tuple[tuple[float, float], ...]  # (accuracy, energy_j) of the front at launch
+
+    def reason(self, energy_so_far: float) -> str | None:
+        for accuracy, energy in self.front:
+            if accuracy >= self.max_accuracy and energy <= energy_so_far:
+                return (f"pruned: {energy_so_far:.4g} J already >= {energy:.4g} J of a front "
+                        f"point with accuracy {accuracy:.4g} >= max_accuracy "
+                        f"{self.max_accuracy:g}")
+        return None

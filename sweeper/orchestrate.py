@@ -23,6 +23,7 @@ import ray
 
 from sweeper import study as studies
 from sweeper.config import TrialConfig
+from sweeper.fronts import PruneRule
 from sweeper.result import TrialResult
 from sweeper.space import SearchSpace
 from sweeper.tracking import Tracker
@@ -74,8 +75,20 @@ def start_ray(address: str | None, num_cpus: int | None = None,
 
 
 @ray.remote
-def _remote_trial(config_json: str) -> dict[str, Any]:
-    return run_trial(TrialConfig.from_json(config_json)).to_dict()
+def _remote_trial(config_json: str, prune: PruneRule | None = None) -> dict[str, Any]:
+    return run_trial(TrialConfig.from_json(config_json), prune).to_dict()
+
+
+def prune_rule(space: SearchSpace, study: optuna.Study) -> PruneRule | None:
+    """The space's prune rule against the front as it stands (None: no pruning)."""
+    if space.prune_max_accuracy is None:
+        return None
+    front = []
+    for trial in studies.pareto_trials(study):
+        result = studies.stored_result(trial)
+        if result is not None:
+            front.append((result.accuracy, result.energy_j))
+    return PruneRule(space.prune_max_accuracy, tuple(front))
 
 
 def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume: bool = False,
@@ -128,7 +141,7 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
             config = space.trial_config(space.sample(trial))
             ref = _remote_trial.options(
                 num_cpus=space.scenario.cpus_per_trial, max_retries=RAY_SYSTEM_RETRIES,
-            ).remote(config.to_json())
+            ).remote(config.to_json(), prune_rule(space, study))
             pending[ref] = (trial, config)
             progress.running[trial.number] = dict(trial.params)
             progress.last_event = f"trial {trial.number} started"

@@ -19,7 +19,7 @@ from sweeper.errors import SpaceError
 from sweeper.result import OBJECTIVE_METRICS
 
 TOP_KEYS = {"name", "description", "objectives", "budget", "sampler", "scenario", "leverages",
-            "constraints"}
+            "constraints", "pruning"}
 REQUIRED_TOP_KEYS = ("name", "objectives", "leverages")
 SAMPLERS = ("tpe", "nsga2", "random", "gp", "grid")
 SCENARIO_CHOICES = {
@@ -108,6 +108,7 @@ class SearchSpace:
     population_size: int = 50  # nsga2
     wall_clock_s: float | None = None  # stop launching trials after this long
     energy_budget_j: float | None = None  # stop launching once finished trials used this
+    prune_max_accuracy: float | None = None  # pruning.max_accuracy (see fronts.PruneRule)
 
     def distributions(self) -> dict[str, od.BaseDistribution]:
         return {lev.name: lev.distribution() for lev in self.leverages}
@@ -190,9 +191,17 @@ def load_space(path: str | Path) -> SearchSpace:
                 raise SpaceError(f"{where}: leverages.{lev.name}: sampler grid needs choices, "
                                  "an int range or a step")
     constraints = _constraints(where, raw.get("constraints", []))
+    pruning = _mapping(where, "pruning", raw.get("pruning", {}))
+    _no_unknown(where, "pruning.", pruning, {"max_accuracy"})
+    prune_max_accuracy = _positive_float(where, "pruning.max_accuracy",
+                                         pruning.get("max_accuracy"))
+    if prune_max_accuracy is not None and {(o.metric, o.direction) for o in objectives} != {
+            ("accuracy", "maximize"), ("energy_j", "minimize")}:
+        raise SpaceError(f"{where}: pruning: needs exactly the objectives accuracy (maximize) "
+                         "and energy_j (minimize)")
     return SearchSpace(path, name, objectives, trials, parallel, sampler_name, sampler_seed,
                        scenario, seed, leverages, constraints, population_size, wall_clock_s,
-                       energy_budget_j)
+                       energy_budget_j, prune_max_accuracy)
 
 
 def _positive_float(where: str, key: str, value: Any) -> float | None:

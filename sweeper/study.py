@@ -92,6 +92,9 @@ def tell(study: optuna.Study, trial: optuna.Trial, space: SearchSpace,
             trial.set_constraint(str(constraint),
                                  constraint.violation(result.objective(constraint.metric)))
         study.tell(trial, [result.objective(o.metric) for o in space.objectives])
+    elif result.status == "pruned":
+        trial.set_user_attr("pruned_after_round", len(result.rounds))
+        study.tell(trial, state=TrialState.PRUNED)
     else:
         study.tell(trial, state=TrialState.FAIL)
 

@@ -17,23 +17,28 @@ from sweeper.energy import (
     measured_node_ledger,
     modeled_ledger,
 )
+from sweeper.energy.ledger import EnergyLedger
 from sweeper.energy.node import NodeMeter, open_node_meter
 from sweeper.errors import SweeperError
 from sweeper.fl import run_trial_federation
+from sweeper.fronts import PruneRule
 from sweeper.kws.dataset import client_partitions, dataset_root, partition_stats
 from sweeper.kws.task import model_info
 from sweeper.result import MeterInfo, RoundRecord, TrialResult
 
 
-def run_trial(config: TrialConfig) -> TrialResult:
-    """Run one federation and account its energy. Never raises: a failure is a result."""
+def run_trial(config: TrialConfig, prune: PruneRule | None = None) -> TrialResult:
+    """Run one federation and account its energy. Never raises: a failure is a result.
+    With `prune`, the federation stops after the first round that rule rejects."""
     started = time.perf_counter()
     try:
         torch.set_num_threads(max(1, config.scenario.cpus_per_trial))
         speed_in_force = speed.apply(config.leverages)
-        watcher, selection = _node_meter(config.scenario)
+        meter, selection = _node_meter(config.scenario)
+        watcher = (TrialWatcher(meter, prune, _ledger(config, meter))
+                   if meter is not None or prune is not None else None)
         rounds = run_trial_federation(config, watcher)
-        result = _result(config, rounds, watcher)
+        result = _result(config, rounds, meter)
         result.info["speed"] = {**speed_in_force, "torch_threads": rounds[-1].torch_threads}
         result.info["meter_selection"] = selection
     except SweeperError as exc:
@@ -46,20 +51,46 @@ def run_trial(config: TrialConfig) -> TrialResult:
     return result
 
 
-class NodeWatcher:
-    """Reads a node meter around every round (a `fl.server_app.RoundWatcher`)."""
+class TrialWatcher:
+    """A `fl.server_app.RoundWatcher`: reads the node meter (if any) around every round and
+    applies the prune rule (if any) to the energy spent so far."""
 
-    def __init__(self, meter: NodeMeter) -> None:
-        self.meter = meter
+    def __init__(self, meter: NodeMeter | None, rule: PruneRule | None,
+                 ledger: EnergyLedger) -> None:
+        self.meter, self.rule, self.ledger = meter, rule, ledger
 
     def round_started(self, server_round: int) -> None:
-        self.meter.start()
+        if self.meter is not None:
+            self.meter.start()
 
-    def round_ended(self, server_round: int) -> dict[str, float]:
-        return self.meter.stop()
+    def round_ended(self, server_round: int) -> dict[str, float] | None:
+        return self.meter.stop() if self.meter is not None else None
+
+    def stop_reason(self, stats) -> str | None:
+        if self.rule is None:
+            return None
+        self.ledger.add_round(_usage(stats))
+        reason = self.rule.reason(self.ledger.total_j)
+        return f"round {stats.round}: {reason}" if reason else None
 
 
-def _node_meter(scenario: Scenario) -> tuple[NodeWatcher | None, dict[str, object]]:
+def _usage(stats) -> RoundUsage:
+    return RoundUsage(stats.client_cpu_s, stats.server_cpu_s, stats.bytes_up,
+                      stats.bytes_down, stats.client_flops, stats.node_j)
+
+
+def _ledger(config: TrialConfig, meter: NodeMeter | None) -> EnergyLedger:
+    profiles = load_profiles()
+    scenario = config.scenario
+    network = profiles.networks[scenario.network_profile]
+    if meter is not None:
+        return measured_node_ledger(meter.name, network)
+    device = profiles.devices[scenario.device_profile] if scenario.device_profile else None
+    return modeled_ledger(profiles.hosts[scenario.host_profile], network, device,
+                          str(config.leverages["precision"]))
+
+
+def _node_meter(scenario: Scenario) -> tuple[NodeMeter | None, dict[str, object]]:
     """The node meter this trial may use, and why (or why not), per `meters`/`isolation`."""
     if scenario.meters == "modeled":
         return None, {"node_meter": None, "why": "meters: modeled"}
@@ -72,7 +103,7 @@ def _node_meter(scenario: Scenario) -> tuple[NodeWatcher | None, dict[str, objec
                            + "; ".join(reasons))
     if meter is None:
         return None, {"node_meter": None, "why": "no node counter: " + "; ".join(reasons)}
-    return NodeWatcher(meter), {"node_meter": meter.name, "not_used": reasons}
+    return meter, {"node_meter": meter.name, "not_used": reasons}
 
 
 def _by_client(rounds: list, values: Callable[[object], dict]) -> dict:
@@ -82,24 +113,16 @@ def _by_client(rounds: list, values: Callable[[object], dict]) -> dict:
             for stats in rounds}
 
 
-def _result(config: TrialConfig, rounds: list, watcher: NodeWatcher | None) -> TrialResult:
+def _result(config: TrialConfig, rounds: list, meter: NodeMeter | None) -> TrialResult:
     profiles = load_profiles()
     scenario = config.scenario
-    network = profiles.networks[scenario.network_profile]
-    if watcher is not None:
-        ledger = measured_node_ledger(watcher.meter.name, network)
-    else:
-        device = profiles.devices[scenario.device_profile] if scenario.device_profile else None
-        ledger = modeled_ledger(profiles.hosts[scenario.host_profile], network, device,
-                                str(config.leverages["precision"]))
+    ledger = _ledger(config, meter)
     records = []
     for stats in rounds:
         if stats.clients_ok == 0:
             raise SweeperError(f"round {stats.round}: every client failed; first error: "
                                f"{stats.errors[0] if stats.errors else 'unknown'}")
-        energy = ledger.add_round(RoundUsage(stats.client_cpu_s, stats.server_cpu_s,
-                                             stats.bytes_up, stats.bytes_down,
-                                             stats.client_flops, stats.node_j))
+        energy = ledger.add_round(_usage(stats))
         records.append(RoundRecord(stats.round, stats.accuracy, stats.loss, stats.bytes_up,
                                    stats.bytes_down, stats.wall_s, ledger.total_j, energy,
                                    stats.client_accuracy,
@@ -110,7 +133,10 @@ def _result(config: TrialConfig, rounds: list, watcher: NodeWatcher | None) -> T
     meters = ledger.provenance()
     meters["co2_g"] = MeterInfo(f"energy_j x {carbon.g_per_kwh:g} gCO2e/kWh "
                                 f"({carbon.region}; {carbon.source})", "modeled")
+    stopped = next((stats.stopped for stats in rounds if stats.stopped), None)
     return TrialResult(
+        status="pruned" if stopped else "ok",
+        reason=stopped or "",
         rounds=records,
         accuracy=records[-1].accuracy,
         energy_j=ledger.total_j,

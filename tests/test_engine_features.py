@@ -152,3 +152,33 @@ def test_each_sampler_proposes_valid_configurations(tmp_path: Path, sampler: str
         assert values["precision"] in ("fp32", "bf16") and 0.01 <= values["lr"] <= 0.1
         study.tell(trial, [float(rng.random()), float(rng.random())])
     assert len(study.best_trials) >= 1
+
+
+def test_prune_rule_is_sound_under_its_assumption() -> None:
+    from sweeper.fronts import PruneRule
+
+    rule = PruneRule(max_accuracy=0.9, front=((0.95, 10.0), (0.6, 2.0)))
+    assert rule.reason(9.9) is None  # could still beat (0.95, 10 J) by finishing cheaper
+    assert "10 J" in rule.reason(10.0)  # can only tie or lose against it from here on
+    assert PruneRule(0.99, ((0.95, 10.0),)).reason(50.0) is None  # no point reaches 0.99
+
+
+def test_a_pruned_trial_stops_early_and_is_recorded_as_pruned(tmp_path: Path) -> None:
+    from sweeper.config import Scenario, TrialConfig, resolve_leverages
+    from sweeper.fronts import PruneRule
+    from sweeper.trial import run_trial
+
+    scenario = Scenario(corpus_speakers=8, corpus_takes=2, num_clients=2, rounds=4)
+    config = TrialConfig(scenario, resolve_leverages({}, scenario), 0)
+    result = run_trial(config, PruneRule(0.0, ((0.5, 1e-9),)))
+    assert result.status == "pruned" and len(result.rounds) == 1
+    assert result.reason.startswith("round 1: pruned")
+
+    space = load_space(write_space(tmp_path / "p.yaml", pruning={"max_accuracy": 0.9}))
+    study = optuna.create_study(storage=storage_url(tmp_path), directions=["maximize",
+                                                                           "minimize"])
+    trial = study.ask()
+    studies.tell(study, trial, space, result)
+    (frozen,) = study.trials
+    assert frozen.state == TrialState.PRUNED
+    assert frozen.user_attrs["pruned_after_round"] == 1

@@ -3,6 +3,7 @@ on the test split after every round. The per-round accounting is handed to `on_d
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -25,12 +26,19 @@ from sweeper.kws.train import evaluate
 
 
 class RoundWatcher(Protocol):
-    """Told when each round starts and ends (e.g. to read a node's energy counters);
-    what `round_ended` returns is kept as the round's `node_j`."""
+    """Told when each round starts and ends (e.g. to read a node's energy counters); what
+    `round_ended` returns is kept as the round's `node_j`. `stop_reason` is asked after
+    each round: a reason ends the federation there (the rounds so far are kept)."""
 
     def round_started(self, server_round: int) -> None: ...
 
     def round_ended(self, server_round: int) -> dict[str, float] | None: ...
+
+    def stop_reason(self, stats: RoundStats) -> str | None: ...
+
+
+class _StopFederation(Exception):
+    pass
 
 
 def build_server_app(config: TrialConfig, on_done: Callable[[list[RoundStats]], None],
@@ -59,10 +67,14 @@ def build_server_app(config: TrialConfig, on_done: Callable[[list[RoundStats]], 
             stats.wall_s = time.perf_counter() - stats.started
             if watcher is not None:
                 stats.node_j = watcher.round_ended(server_round)
+                stats.stopped = watcher.stop_reason(stats)
+                if stats.stopped:
+                    raise _StopFederation
             return MetricRecord({"accuracy": accuracy, "loss": loss})
 
-        strategy.start(grid=grid, initial_arrays=model_to_arrays(model),
-                       num_rounds=int(lev["rounds"]), evaluate_fn=evaluate_global)
+        with contextlib.suppress(_StopFederation):
+            strategy.start(grid=grid, initial_arrays=model_to_arrays(model),
+                           num_rounds=int(lev["rounds"]), evaluate_fn=evaluate_global)
         on_done([strategy.rounds[r] for r in sorted(strategy.rounds)])
 
     return app

@@ -58,6 +58,7 @@ class RoundStats:
     loss: float = float("nan")
     wall_s: float = 0.0
     started: float = 0.0
+    stopped: str | None = None  # why the federation ended after this round, if it did
 
     def count(self, node: int, up: int = 0, down: int = 0) -> None:
         self.bytes_up += up
