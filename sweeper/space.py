@@ -365,6 +365,20 @@ def _leverage(where: str, name: str, body: dict,
     spec = LEVERAGES.get(name)
     if spec is None:
         raise SpaceError(f"{where}: {key}: unknown leverage (known: {', '.join(LEVERAGES)})")
+    if "value" in body:  # fixed: not searched, still recorded with every trial
+        _no_unknown(where, f"{key}.", body, {"value", "when"})
+        value = body["value"]
+        if spec.kind == "categorical":
+            if value not in spec.choices:
+                raise SpaceError(f"{where}: {key}.value: {value!r} is not one of "
+                                 f"{list(spec.choices)}")
+        else:
+            value = _typed(where, f"{key}.value", value,
+                           int if spec.kind == "int" and isinstance(value, int) else float)
+            if not spec.low <= value <= spec.high:
+                raise SpaceError(f"{where}: {key}.value: must lie within "
+                                 f"[{spec.low}, {spec.high}]")
+        return Leverage(name, choices=(value,), default=value, when=when)
     if spec.kind == "categorical":
         _no_unknown(where, f"{key}.", body, {"choices", "default", "when"})
         choices = body.get("choices")

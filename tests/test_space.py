@@ -176,3 +176,20 @@ def test_full_space_covers_every_searchable_leverage() -> None:
                      "beta_1", "beta_2", "tau"}
     assert set(LEVERAGES) - names <= node_settings
     assert space.parallel == 0 and space.sampler == "nsga2" and space.constraints
+
+
+def test_fixed_values_are_not_searched_but_recorded(tmp_path: Path) -> None:
+    import optuna
+
+    from sweeper.errors import SpaceError
+
+    space = load_space(write_space(tmp_path / "s.yaml", leverages={
+        "precision": {"choices": ["fp32", "bf16"]}, "lr": {"value": 0.07},
+        "update_codec": {"value": "int8"}}))
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for _ in range(5):
+        values = space.sample(study.ask())
+        assert values["lr"] == 0.07 and values["update_codec"] == "int8"
+    assert space.trial_config(values).leverages["lr"] == 0.07
+    with pytest.raises(SpaceError, match=r"leverages\.lr\.value"):
+        load_space(write_space(tmp_path / "b.yaml", leverages={"lr": {"value": 99.0}}))
