@@ -40,11 +40,23 @@ def _received(msg: Message) -> tuple[TrialConfig, int, dict[str, np.ndarray], to
     the trial's model loaded with it."""
     config_record = msg.content["config"]
     config = TrialConfig.from_json(str(config_record[TRIAL_CONFIG_KEY]))
-    codec = build_codec(downlink_codec(config.leverages))
-    global_arrays = to_numpy(codec.decode(msg.content["arrays"]))
+    global_arrays = _decoded(msg.content["arrays"], config)
     model = reusable_model(config)
     load_numpy(model, global_arrays)
     return config, int(config_record["server-round"]), global_arrays, model
+
+
+_last_decoded: list = [None, None]  # [the received ArrayRecord, its decoded arrays]
+
+
+def _decoded(record: ArrayRecord, config: TrialConfig) -> dict[str, np.ndarray]:
+    """The global model as numpy arrays. Under the simulation engine every client of a
+    round receives the same record object: it is decoded once, not once per client. (The
+    cache holds the record itself, so its id cannot be reused by another object.)"""
+    if _last_decoded[0] is not record:
+        codec = build_codec(downlink_codec(config.leverages))
+        _last_decoded[:] = [record, to_numpy(codec.decode(record))]
+    return _last_decoded[1]
 
 
 def encode_with_feedback(update: ArrayRecord, state: RecordDict, codec) -> ArrayRecord:
