@@ -128,7 +128,7 @@ class Scenario:
     host_profile: str = "laptop"
     network_profile: str = "wifi"
     device_profile: str | None = None  # clients' compute as FLOPs x this device's J/FLOP
-    meters: str = "auto"  # "auto" | "modeled" | "zeus" | "rapl" (node meters)
+    meters: str = "auto"  # "auto" | "modeled" | node meters in order, e.g. "zeus,rapl"
     isolation: str = "shared"  # "node": one trial per node, node meters attributed to it
     carbon_region: str = "fr"
     cpus_per_trial: int = 1

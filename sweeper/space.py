@@ -27,7 +27,6 @@ SCENARIO_CHOICES = {
     "task": ("12", "35"),
     "partition": ("speaker", "iid", "dirichlet"),
     "engine": ("simulation",),
-    "meters": ("auto", "modeled", "zeus", "rapl"),
     "isolation": ("shared", "node"),
 }
 
@@ -303,6 +302,10 @@ def _scenario(where: str, raw: dict) -> Scenario:
         if kind is float and value <= 0:
             raise SpaceError(f"{where}: scenario.{key}: must be > 0, got {value}")
     scenario = Scenario(**raw)
+    meters = [m.strip() for m in scenario.meters.split(",")]
+    if scenario.meters not in ("auto", "modeled") and not set(meters) <= {"zeus", "rapl"}:
+        raise SpaceError(f"{where}: scenario.meters: {scenario.meters!r} is not auto, modeled "
+                         "or a list of zeus, rapl (e.g. 'zeus,rapl')")
     if scenario.dataset == "speech_commands" and not scenario.data_dir:
         raise SpaceError(f"{where}: scenario.data_dir: required for dataset speech_commands")
     from sweeper.energy.profiles import load_profiles

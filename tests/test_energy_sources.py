@@ -65,6 +65,11 @@ def test_zeus_falls_back_and_says_why(monkeypatch: pytest.MonkeyPatch, tmp_path:
     meter, reasons = open_node_meter("auto")
     assert meter is None
     assert reasons[0].startswith("zeus:") and reasons[1].startswith("rapl:")
+    powercap_tree(tmp_path / "rapl")
+    monkeypatch.setenv("SWEEPER_POWERCAP_ROOT", str(tmp_path / "rapl"))
+    meter, reasons = open_node_meter("zeus, rapl")  # an explicit list, in order
+    assert meter is not None and meter.name.startswith("rapl-powercap")
+    assert reasons[0].startswith("zeus:")
 
 
 def test_training_flops_of_a_linear_layer_by_hand() -> None:

@@ -58,11 +58,14 @@ class ZeusMeter:
         return out
 
 
+NODE_METERS = ("zeus", "rapl")
+
+
 def open_node_meter(choice: str) -> tuple[NodeMeter | None, list[str]]:
-    """The first working node meter among `choice` ("auto": zeus, then powercap);
-    the reasons the others could not run."""
+    """The first working node meter of `choice`: "auto" (zeus, then rapl) or a
+    comma-separated list in order of preference; the reasons the others could not run."""
     candidates = {"zeus": ZeusMeter, "rapl": PowercapMeter}
-    order = ["zeus", "rapl"] if choice == "auto" else [choice]
+    order = list(NODE_METERS) if choice == "auto" else [c.strip() for c in choice.split(",")]
     reasons = []
     for name in order:
         try:
