@@ -6,6 +6,7 @@ import pytest
 
 from sweeper.energy import RoundUsage, modeled_ledger
 from sweeper.energy.profiles import HostProfile, NetworkProfile, load_profiles
+from sweeper.errors import SweeperError
 
 
 def test_modeled_energy_is_exact_by_hand() -> None:
@@ -30,3 +31,26 @@ def test_every_builtin_profile_cites_a_source() -> None:
     assert profiles.hosts and profiles.networks
     for profile in [*profiles.hosts.values(), *profiles.networks.values()]:
         assert len(profile.source) > 20, profile
+
+
+def test_user_profiles_extend_the_builtin_ones_and_bad_keys_are_named(tmp_path) -> None:
+    good = tmp_path / "mine.yaml"
+    good.write_text("networks:\n  lab_ethernet:\n    j_per_byte_up: 1.0e-8\n"
+                    "    j_per_byte_down: 1.0e-8\n    source: my own wattmeter, 2026\n"
+                    "    link: {up_mbps: 1000, rtt_ms: 0.2}\n    link_source: iperf3 on the lab\n")
+    profiles = load_profiles(str(good))
+    assert profiles.networks["lab_ethernet"].link == {"up_mbps": 1000.0, "rtt_ms": 0.2}
+    assert "raspberry_pi_4" in profiles.devices  # built-ins stay
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(good.read_text().replace("rtt_ms", "latency"))
+    with pytest.raises(SweeperError, match=r"bad.yaml.*networks.lab_ethernet.link.*'latency'"):
+        load_profiles(str(bad))
+
+
+def test_builtin_devices_and_links_cite_their_sources() -> None:
+    profiles = load_profiles()
+    for device in profiles.devices.values():
+        assert len(device.source) > 20 and set(device.j_per_flop) == {"fp32", "fp16", "bf16"}
+    for network in profiles.networks.values():
+        assert not network.link or len(network.link_source) > 20
+    assert profiles.devices["raspberry_pi_4"].idle_w == 2.7

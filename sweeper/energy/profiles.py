@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -28,6 +28,11 @@ class NetworkProfile:
     j_per_byte_up: float
     j_per_byte_down: float
     source: str
+    link: dict[str, float] = field(default_factory=dict)  # keys of LINK_FIELDS, where known
+    link_source: str = ""
+
+
+LINK_FIELDS = ("up_mbps", "down_mbps", "rtt_ms", "loss_pct")
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,7 @@ class DeviceProfile:
     name: str
     j_per_flop: dict[str, float]  # by precision: fp32, bf16, fp16
     source: str
+    idle_w: float | None = None
 
 
 @dataclass(frozen=True)
@@ -70,12 +76,26 @@ def load_profiles(extra: str | None = None) -> Profiles:
                 hosts[name] = HostProfile(name, float(body["watts_per_core"]), body["source"])
             for name, body in (raw.get("networks") or {}).items():
                 networks[name] = NetworkProfile(name, float(body["j_per_byte_up"]),
-                                                float(body["j_per_byte_down"]), body["source"])
+                                                float(body["j_per_byte_down"]), body["source"],
+                                                _link(name, body), body.get("link_source", ""))
             for name, body in (raw.get("devices") or {}).items():
+                idle = body.get("idle_w")
                 devices[name] = DeviceProfile(
-                    name, {k: float(v) for k, v in body["j_per_flop"].items()}, body["source"])
+                    name, {k: float(v) for k, v in body["j_per_flop"].items()}, body["source"],
+                    None if idle is None else float(idle))
             for name, body in (raw.get("carbon") or {}).items():
                 carbon[name] = CarbonIntensity(name, float(body["g_per_kwh"]), body["source"])
         except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
             raise SweeperError(f"{path}: bad energy profile file ({exc})") from None
     return Profiles(hosts, networks, devices, carbon)
+
+
+def _link(name: str, body: dict) -> dict[str, float]:
+    link = body.get("link") or {}
+    unknown = sorted(set(link) - set(LINK_FIELDS))
+    if unknown:
+        raise ValueError(f"networks.{name}.link: unknown key {unknown[0]!r} "
+                         f"(known: {', '.join(LINK_FIELDS)})")
+    if link and not body.get("link_source"):
+        raise ValueError(f"networks.{name}: link given without link_source")
+    return {key: float(value) for key, value in link.items()}
