@@ -130,6 +130,7 @@ class Scenario:
     device_profile: str | None = None  # clients' compute as FLOPs x this device's J/FLOP
     meters: str = "auto"  # "auto" | "modeled" | node meters in order, e.g. "zeus,rapl"
     isolation: str = "shared"  # "node": one trial per node, node meters attributed to it
+    idle_probe_s: float = 1.0  # node meters: idle power probed this long before the trial
     carbon_region: str = "fr"
     cpus_per_trial: int = 1
 

@@ -86,6 +86,7 @@ class Tracker:
             tags["sweeper.reason"] = result.reason[:5000]
         selection = result.info.get("meter_selection", {})
         tags["sweeper.node_meter"] = str(selection.get("node_meter"))
+        tags["sweeper.client_windows"] = str(selection.get("client_windows"))
         if selection.get("why") or selection.get("not_used"):
             tags["sweeper.node_meter_note"] = str(selection.get("why") or
                                                   selection.get("not_used"))[:5000]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -18,7 +19,8 @@ from sweeper.energy import (
     modeled_ledger,
 )
 from sweeper.energy.ledger import EnergyLedger
-from sweeper.energy.node import NodeMeter, open_node_meter
+from sweeper.energy.node import NodeMeter, open_node_meter, probe_idle_w
+from sweeper.energy.windows import window_meter
 from sweeper.errors import SweeperError
 from sweeper.fl import run_trial_federation
 from sweeper.fronts import PruneRule
@@ -34,13 +36,13 @@ def run_trial(config: TrialConfig, prune: PruneRule | None = None) -> TrialResul
     try:
         torch.set_num_threads(max(1, config.scenario.cpus_per_trial))
         speed_in_force = speed.apply(config.leverages)
-        meter, selection = _node_meter(config.scenario)
-        watcher = (TrialWatcher(meter, prune, _ledger(config, meter))
-                   if meter is not None or prune is not None else None)
+        plan = _meter_plan(config.scenario)
+        watcher = (TrialWatcher(plan.node, prune, _ledger(config, plan))
+                   if plan.node is not None or prune is not None else None)
         rounds = run_trial_federation(config, watcher)
-        result = _result(config, rounds, meter)
+        result = _result(config, rounds, _ledger(config, plan))
         result.info["speed"] = {**speed_in_force, "torch_threads": rounds[-1].torch_threads}
-        result.info["meter_selection"] = selection
+        result.info["meter_selection"] = plan.selection
     except SweeperError as exc:
         return TrialResult.failed(str(exc))
     except Exception as exc:  # a trial's crash must not take the sweep down
@@ -76,34 +78,59 @@ class TrialWatcher:
 
 def _usage(stats) -> RoundUsage:
     return RoundUsage(stats.client_cpu_s, stats.server_cpu_s, stats.bytes_up,
-                      stats.bytes_down, stats.client_flops, stats.node_j)
+                      stats.bytes_down, stats.client_flops, stats.node_j, stats.wall_s,
+                      stats.client_window_j)
 
 
-def _ledger(config: TrialConfig, meter: NodeMeter | None) -> EnergyLedger:
+@dataclass
+class MeterPlan:
+    """Which counters a trial reads: a node meter around each round (`isolation: node`,
+    with the node's idle power probed first), or counter windows around each client's
+    work (`isolation: shared`), or none; `selection` says which and why, for the record."""
+
+    selection: dict[str, object]
+    node: NodeMeter | None = None
+    idle_w: float = 0.0
+    client_windows: str | None = None
+
+
+def _ledger(config: TrialConfig, plan: MeterPlan) -> EnergyLedger:
     profiles = load_profiles()
     scenario = config.scenario
     network = profiles.networks[scenario.network_profile]
-    if meter is not None:
-        return measured_node_ledger(meter.name, network)
+    if plan.node is not None:
+        return measured_node_ledger(plan.node.name, network, plan.idle_w,
+                                    scenario.idle_probe_s)
     device = profiles.devices[scenario.device_profile] if scenario.device_profile else None
     return modeled_ledger(profiles.hosts[scenario.host_profile], network, device,
-                          str(config.leverages["precision"]))
+                          str(config.leverages["precision"]), plan.client_windows)
 
 
-def _node_meter(scenario: Scenario) -> tuple[NodeMeter | None, dict[str, object]]:
-    """The node meter this trial may use, and why (or why not), per `meters`/`isolation`."""
+def _meter_plan(scenario: Scenario) -> MeterPlan:
+    """The counters this trial may use, and why (or why not), per `meters`/`isolation`;
+    counters asked for by name (not `auto`) that cannot be read fail the trial."""
     if scenario.meters == "modeled":
-        return None, {"node_meter": None, "why": "meters: modeled"}
-    if scenario.isolation != "node":
-        return None, {"node_meter": None, "why": "isolation: shared: node counters also see "
-                      "other trials, so only modeled components are attributed"}
-    meter, reasons = open_node_meter(scenario.meters)
-    if meter is None and scenario.meters != "auto":
+        return MeterPlan({"node_meter": None, "why": "meters: modeled"})
+    shared = scenario.isolation != "node"
+    if shared:
+        name, reasons = window_meter(scenario.meters)
+        meter = None
+    else:
+        meter, reasons = open_node_meter(scenario.meters)
+        name = meter.name if meter is not None else None
+    if name is None and scenario.meters != "auto":
         raise SweeperError(f"meters: {scenario.meters} asked for but unavailable: "
                            + "; ".join(reasons))
-    if meter is None:
-        return None, {"node_meter": None, "why": "no node counter: " + "; ".join(reasons)}
-    return meter, {"node_meter": meter.name, "not_used": reasons}
+    if name is None:
+        return MeterPlan({"node_meter": None, "why": "no counter: " + "; ".join(reasons)})
+    if shared:
+        return MeterPlan({"node_meter": None, "client_windows": name, "not_used": reasons,
+                          "why": "isolation: shared: node counters also see other trials, "
+                          "so they are read around each client's work and attributed by "
+                          "its CPU share"}, client_windows=name)
+    idle_w = probe_idle_w(meter, scenario.idle_probe_s) if scenario.idle_probe_s > 0 else 0.0
+    return MeterPlan({"node_meter": name, "not_used": reasons, "idle_w": idle_w}, meter,
+                     idle_w)
 
 
 def _by_client(rounds: list, values: Callable[[object], dict]) -> dict:
@@ -113,10 +140,9 @@ def _by_client(rounds: list, values: Callable[[object], dict]) -> dict:
             for stats in rounds}
 
 
-def _result(config: TrialConfig, rounds: list, meter: NodeMeter | None) -> TrialResult:
+def _result(config: TrialConfig, rounds: list, ledger: EnergyLedger) -> TrialResult:
     profiles = load_profiles()
     scenario = config.scenario
-    ledger = _ledger(config, meter)
     records = []
     for stats in rounds:
         if stats.clients_ok == 0:

@@ -3,6 +3,7 @@ carbon, and the measured path of a real trial in `isolation: node` mode."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from sweeper.config import Scenario, TrialConfig, resolve_leverages
-from sweeper.energy import RoundUsage, co2_g, modeled_ledger
+from sweeper.energy import RoundUsage, co2_g, measured_node_ledger, modeled_ledger
 from sweeper.energy.node import open_node_meter
 from sweeper.energy.profiles import (
     CarbonIntensity,
@@ -21,7 +22,9 @@ from sweeper.energy.profiles import (
     load_profiles,
 )
 from sweeper.energy.rapl import PowercapRapl, RaplUnavailable
+from sweeper.energy.windows import attributed_j, machine_busy_cpu_s
 from sweeper.kws.models import training_flops_per_example
+from sweeper.result import TrialResult
 from sweeper.trial import run_trial
 
 MAX_UJ = 262_143_328_850
@@ -95,15 +98,27 @@ def test_device_and_carbon_models_are_exact_by_hand() -> None:
     assert load_profiles().carbon["fr"].g_per_kwh == 32
 
 
-def test_measured_node_energy_in_isolation_mode(tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """A real trial reads a powercap tree whose counters a thread advances (1 W on the
-    package, with a wrap), so the measured joules must follow the round's duration."""
+def test_node_energy_splits_into_active_and_idle_by_hand() -> None:
+    net = NetworkProfile("n", j_per_byte_up=0.0, j_per_byte_down=1e-6, source="test")
+    ledger = measured_node_ledger("m", net, idle_w=10.0, idle_probe_s=1.0)
+    usage = RoundUsage(0.0, 0.0, 0, 1_000_000, node_j={"package-0": 80.0, "dram": 20.0},
+                       wall_s=4.0)
+    assert ledger.add_round(usage) == pytest.approx(
+        {"node_compute_j": 60.0, "idle_j": 40.0, "communication_j": 1.0})
+    quiet = RoundUsage(0.0, 0.0, 0, 0, node_j={"package-0": 5.0}, wall_s=1.0)
+    assert ledger.add_round(quiet)["idle_j"] == pytest.approx(45.0)  # never above the node
+    assert ledger.cumulative["node_compute_j"] == pytest.approx(60.0)
+
+
+@pytest.fixture
+def ticking_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A powercap tree whose package counter a thread advances at 1 W (10 mJ every 10 ms),
+    through a wrap of the counter."""
     package = powercap_tree(tmp_path, package_uj=MAX_UJ - 50_000)
     monkeypatch.setenv("SWEEPER_POWERCAP_ROOT", str(tmp_path))
     stop = threading.Event()
 
-    def tick() -> None:  # 1 W: 10 mJ every 10 ms
+    def tick() -> None:
         value = MAX_UJ - 50_000
         while not stop.is_set():
             value = (value + 10_000) % MAX_UJ
@@ -114,18 +129,55 @@ def test_measured_node_energy_in_isolation_mode(tmp_path: Path,
 
     ticker = threading.Thread(target=tick, daemon=True)
     ticker.start()
-    try:
-        scenario = Scenario(corpus_speakers=8, corpus_takes=2, num_clients=2, rounds=3,
-                            isolation="node", meters="rapl")
-        result = run_trial(TrialConfig(scenario, resolve_leverages({}, scenario), 0))
-    finally:
-        stop.set()
-        ticker.join()
+    yield
+    stop.set()
+    ticker.join()
+
+
+def _metered_trial(**scenario_fields) -> TrialResult:
+    scenario = Scenario(corpus_speakers=8, corpus_takes=2, num_clients=2, rounds=3,
+                        meters="rapl", **scenario_fields)
+    result = run_trial(TrialConfig(scenario, resolve_leverages({}, scenario), 0))
     assert result.status == "ok", result.reason
-    assert result.meters["node_compute_j"].kind == "measured"
     assert result.meters["communication_j"].kind == "modeled"
-    series = [r.energy["node_compute_j"] for r in result.rounds]
-    assert series == sorted(series) and series[-1] > 0
+    return result
+
+
+def test_measured_node_energy_in_isolation_mode(ticking_package) -> None:
+    """A real trial reads the ticking counter around every round: the measured joules
+    follow the round's duration, split into the node's idle power and the rest."""
+    result = _metered_trial(isolation="node", idle_probe_s=0.3)
+    assert result.meters["node_compute_j"].kind == "measured"
+    assert result.meters["idle_j"].kind == "measured"
+    idle_w = result.info["meter_selection"]["idle_w"]
+    assert idle_w == pytest.approx(1.0, rel=0.3)  # the ticker is the node's only load
+    node = [r.energy["node_compute_j"] + r.energy["idle_j"] for r in result.rounds]
+    assert node == sorted(node) and node[-1] > 0
     total_round_s = sum(r.wall_s for r in result.rounds)
-    assert series[-1] == pytest.approx(total_round_s * 1.0, rel=0.5, abs=0.05)
+    assert node[-1] == pytest.approx(total_round_s * 1.0, rel=0.5, abs=0.05)
+    assert result.rounds[-1].energy["idle_j"] <= idle_w * total_round_s + 1e-9
     assert result.info["meter_selection"]["node_meter"].startswith("rapl-powercap")
+
+
+def test_shared_node_counters_are_windowed_around_each_client(ticking_package) -> None:
+    """Sharing the node, the trial reads the counter only around its clients' work and
+    keeps their CPU share of it: measured, no more than the node's energy meanwhile."""
+    result = _metered_trial(isolation="shared")
+    info = result.meters["client_compute_j"]
+    assert info.kind == "measured" and "windowed around each client" in info.meter
+    assert result.meters["server_compute_j"].kind == "modeled"
+    assert "node_compute_j" not in result.meters
+    series = [r.energy["client_compute_j"] for r in result.rounds]
+    assert series == sorted(series) and series[-1] > 0
+    assert series[-1] <= 1.0 * sum(r.wall_s for r in result.rounds) + 0.05
+    assert result.info["meter_selection"]["client_windows"].startswith("rapl-powercap")
+
+
+def test_cpu_share_attribution_by_hand(tmp_path: Path) -> None:
+    assert attributed_j(10.0, process_cpu_s=0.5, machine_cpu_s=2.0) == pytest.approx(2.5)
+    assert attributed_j(10.0, process_cpu_s=3.0, machine_cpu_s=2.0) == 10.0  # jiffy rounding
+    assert attributed_j(10.0, 0.5, 0.0) == 0.0
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 20 30 1000 50 5 5 10 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
+    hz = os.sysconf("SC_CLK_TCK")
+    assert machine_busy_cpu_s(str(stat)) == pytest.approx((100 + 20 + 30 + 5 + 5 + 10) / hz)

@@ -24,6 +24,8 @@ class RoundUsage:
     bytes_down: int  # serialized payload bytes, server -> clients
     client_flops: float = 0.0  # FLOPs of the clients' training, evaluation and selection
     node_j: dict[str, float] | None = None  # a node meter's joules per zone over the round
+    wall_s: float = 0.0  # the round's duration
+    client_window_j: float = 0.0  # counter windows around the clients' own work, attributed
 
 
 class Meter(Protocol):
@@ -85,17 +87,57 @@ class DeviceFlopsMeter:
         return usage.client_flops * self.j_per_flop
 
 
+class ClientWindowMeter:
+    """Measured client compute on a shared node: a counter window around each client's own
+    work, times the client's share of the machine's busy CPU time (`energy.windows`)."""
+
+    component = "client_compute_j"
+
+    def __init__(self, name: str) -> None:
+        self.info = MeterInfo(meter=f"{name}, windowed around each client's work x its "
+                              "share of the machine's busy CPU time (/proc/stat)",
+                              kind="measured")
+
+    def joules(self, usage: RoundUsage) -> float:
+        return usage.client_window_j
+
+
+def split_node_energy(usage: RoundUsage, idle_w: float) -> tuple[float, float]:
+    """(active, idle) joules of a node meter's round: idle is the node's idle power over the
+    round's duration (never more than the node used), active is the rest."""
+    total = sum((usage.node_j or {}).values())
+    idle = min(total, idle_w * usage.wall_s)
+    return total - idle, idle
+
+
 class NodeEnergyMeter:
-    """Measured energy of the whole node over each round (clients, server and idle alike):
-    only meaningful with one trial per node (`isolation: node`)."""
+    """Measured energy of the whole node over each round, less its idle share (clients and
+    server alike): only meaningful with one trial per node (`isolation: node`)."""
 
     component = "node_compute_j"
 
-    def __init__(self, name: str) -> None:
-        self.info = MeterInfo(meter=f"{name}, whole node, isolation: node", kind="measured")
+    def __init__(self, name: str, idle_w: float) -> None:
+        self.idle_w = idle_w
+        self.info = MeterInfo(meter=f"{name}, whole node, isolation: node, minus idle_j",
+                              kind="measured")
 
     def joules(self, usage: RoundUsage) -> float:
-        return sum((usage.node_j or {}).values())
+        return split_node_energy(usage, self.idle_w)[0]
+
+
+class NodeIdleMeter:
+    """The node's idle power, measured by its meter before the trial, over each round."""
+
+    component = "idle_j"
+
+    def __init__(self, name: str, idle_w: float, probe_s: float) -> None:
+        self.idle_w = idle_w
+        self.info = MeterInfo(meter=f"{name}: idle power {idle_w:.3f} W measured over "
+                              f"{probe_s:g} s before the trial x round wall time",
+                              kind="measured")
+
+    def joules(self, usage: RoundUsage) -> float:
+        return split_node_energy(usage, self.idle_w)[1]
 
 
 @dataclass
@@ -119,17 +161,29 @@ class EnergyLedger:
 
 
 def modeled_ledger(host: HostProfile, network: NetworkProfile,
-                   device: DeviceProfile | None = None, precision: str = "fp32") -> EnergyLedger:
+                   device: DeviceProfile | None = None, precision: str = "fp32",
+                   client_windows: str | None = None) -> EnergyLedger:
     """The always-available ledger: client compute (CPU time on the host, or FLOPs on a
-    device profile), server CPU time, and payload bytes."""
-    client: Meter = (DeviceFlopsMeter(device, precision) if device is not None
-                     else CpuTimeMeter("client", host))
+    device profile, or the named counter windowed around each client), server CPU time,
+    and payload bytes."""
+    client: Meter
+    if device is not None:
+        client = DeviceFlopsMeter(device, precision)
+    elif client_windows is not None:
+        client = ClientWindowMeter(client_windows)
+    else:
+        client = CpuTimeMeter("client", host)
     return EnergyLedger([client, CpuTimeMeter("server", host), PayloadBytesMeter(network)])
 
 
-def measured_node_ledger(node_meter: str, network: NetworkProfile) -> EnergyLedger:
-    """Node counters for all compute of the round, payload bytes for communication."""
-    return EnergyLedger([NodeEnergyMeter(node_meter), PayloadBytesMeter(network)])
+def measured_node_ledger(node_meter: str, network: NetworkProfile, idle_w: float = 0.0,
+                         idle_probe_s: float = 0.0) -> EnergyLedger:
+    """Node counters for all compute of the round (split into active and idle when the
+    node's idle power was probed), payload bytes for communication."""
+    meters: list[Meter] = [NodeEnergyMeter(node_meter, idle_w)]
+    if idle_probe_s > 0:
+        meters.append(NodeIdleMeter(node_meter, idle_w, idle_probe_s))
+    return EnergyLedger([*meters, PayloadBytesMeter(network)])
 
 
 def co2_g(joules: float, intensity: CarbonIntensity) -> float:

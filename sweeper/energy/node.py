@@ -5,6 +5,7 @@ none can, so the ledger falls back to the modeled path and records the reason.""
 
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
 from sweeper.energy.rapl import PowercapRapl, RaplUnavailable
@@ -56,6 +57,14 @@ class ZeusMeter:
         for i, j in (measured.dram_energy or {}).items():
             out[f"cpu{i}/dram"] = float(j)
         return out
+
+
+def probe_idle_w(meter: NodeMeter, seconds: float) -> float:
+    """The node's power while this process sleeps for `seconds` (watts): its idle power,
+    as long as nothing else runs on the node (`isolation: node`)."""
+    meter.start()
+    time.sleep(seconds)
+    return sum(meter.stop().values()) / seconds
 
 
 NODE_METERS = ("zeus", "rapl")

@@ -14,6 +14,7 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from sweeper.config import TrialConfig
+from sweeper.energy.windows import client_window
 from sweeper.fl.codecs import build_codec
 from sweeper.fl.task import (
     TRIAL_CONFIG_KEY,
@@ -69,7 +70,25 @@ def encode_with_feedback(update: ArrayRecord, state: RecordDict, codec) -> Array
     return encoded
 
 
+def _windowed(work):
+    """Run a ClientApp function inside a counter window (trials sharing a node, where the
+    scenario's meters give a counter); the attributed joules join its metrics."""
+
+    def run(msg: Message, context: Context) -> Message:
+        scenario = TrialConfig.from_json(
+            str(msg.content["config"][TRIAL_CONFIG_KEY])).scenario
+        with client_window(scenario.meters, scenario.isolation) as window:
+            reply = work(msg, context)
+        if window is not None:
+            reply.content["metrics"]["measured_j"] = window.joules
+        return reply
+
+    run.__name__ = work.__name__
+    return run
+
+
 @app.train()
+@_windowed
 def train_round(msg: Message, context: Context) -> Message:
     started = time.process_time()
     config, server_round, global_arrays, model = _received(msg)
@@ -108,6 +127,7 @@ def train_round(msg: Message, context: Context) -> Message:
 
 
 @app.evaluate()
+@_windowed
 def evaluate_round(msg: Message, context: Context) -> Message:
     """The global model on the client's own held-out examples."""
     started = time.process_time()

@@ -45,6 +45,7 @@ class RoundStats:
     client_flops: float = 0.0  # training + evaluation (+ selection) FLOPs, all clients
     cpu_s_by_client: dict[int, float] = field(default_factory=dict)  # node: CPU seconds
     node_j: dict[str, float] | None = None  # node meter's joules per zone, if one ran
+    client_window_j: float = 0.0  # counter windows around the clients' work, attributed
     examples_by_client: dict[int, int] = field(default_factory=dict)  # node: trained on
     selection_cpu_s: float = 0.0  # part of client_cpu_s spent choosing examples
     torch_threads: int = 0
@@ -116,6 +117,7 @@ class AccountingMixin:
             stats.cpu_s_by_client[node] = stats.cpu_s_by_client.get(node, 0.0) + float(
                 metrics["cpu_s"])
             stats.client_flops += float(metrics["flops"])
+            stats.client_window_j += float(metrics.get("measured_j", 0.0))
             stats.client_of_node[msg.metadata.src_node_id] = int(metrics["partition-id"])
         return replies
 
