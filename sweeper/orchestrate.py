@@ -192,7 +192,7 @@ def _relog_missing(study: optuna.Study, tracker: Tracker, parent: str,
                    space: SearchSpace) -> dict[int, str]:
     """Trials told to Optuna whose MLflow run was never finished (driver killed between
     the two writes) are logged now, from the result kept in Optuna."""
-    logged = tracker.logged_trials(parent)
+    logged = tracker.logged_trials(parent, clean_up=True)
     for trial in study.get_trials(deepcopy=False):
         if not studies.is_finished(trial) or trial.number in logged:
             continue

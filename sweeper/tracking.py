@@ -63,8 +63,10 @@ class Tracker:
     def finish_sweep(self, parent_run_id: str) -> None:
         self.client.set_terminated(parent_run_id, RunStatus.to_string(RunStatus.FINISHED))
 
-    def logged_trials(self, parent_run_id: str) -> dict[int, str]:
-        """Trial number -> child run id, for child runs logged to the end."""
+    def logged_trials(self, parent_run_id: str, clean_up: bool = False) -> dict[int, str]:
+        """Trial number -> child run id, for child runs logged to the end. With `clean_up`
+        (only the sweep's own driver, which knows no other writer is logging), child runs
+        cut off mid-logging are deleted, to be logged again from Optuna."""
         parent = self.client.get_run(parent_run_id)
         runs = self.client.search_runs(
             [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
@@ -73,7 +75,7 @@ class Tracker:
         for run in runs:
             if run.info.status in ("FINISHED", "FAILED") and TRIAL_TAG in run.data.tags:
                 done[int(run.data.tags[TRIAL_TAG])] = run.info.run_id
-            else:  # cut off mid-logging by a killed driver: logged again from Optuna
+            elif clean_up:
                 self.client.delete_run(run.info.run_id)
         return done
 
