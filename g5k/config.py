@@ -33,6 +33,10 @@ class ClusterSpec:
     ssh_port: int = 22
     api_url: str = "https://api.grid5000.fr/stable"
     ray_port: int = 6379
+    ray_client_port: int = 10001
+    ray_cpus: int | None = None  # CPUs each node offers to Ray (default: all)
+    ray_dir: str = "/tmp/sweeper-ray"  # node-local; <ray_dir>/<job>-<i>: temp dir, log, pid
+    dashboard: bool = True
     dashboard_port: int = 8265
     reservation_method: str = "api"  # "api" | "oarsub" (over SSH on the frontend)
 
@@ -85,6 +89,6 @@ def load_cluster(path: str | Path) -> ClusterSpec:
 def _check_type(path: Path, key: str, value: Any, declared: str) -> None:
     if value is None and "None" in declared:
         return
-    kind = {"int": int, "str": str}[declared.split(" ")[0]]
-    if not isinstance(value, kind) or isinstance(value, bool):
+    kind = {"int": int, "str": str, "bool": bool}[declared.split(" ")[0]]
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
         raise G5kError(f"{path}: {key}: must be {kind.__name__}, got {value!r}")

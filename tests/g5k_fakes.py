@@ -109,7 +109,8 @@ echo "OAR_JOB_ID=777"
     "oarstat": """#!/bin/sh
 echo "oarstat $@" >> "$OAR_LOG"
 n=$(cat "$OAR_STATE.polls" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$OAR_STATE.polls"
-if [ $n -lt 2 ]; then state=Waiting; nodes='[]'; else state=Running; nodes='["127.0.0.1"]'; fi
+if [ $n -lt 2 ]; then state=Waiting; nodes='[]'; else state=Running
+  nodes="[$(echo "${OAR_NODES:-127.0.0.1}" | sed 's/[^,][^,]*/"&"/g')]"; fi
 echo "{\\"777\\": {\\"state\\": \\"$state\\", \\"assigned_network_address\\": $nodes}}"
 """,
     "oardel": """#!/bin/sh
@@ -126,7 +127,8 @@ def free_port() -> int:
 
 
 class Sshd:
-    """A real OpenSSH server on 127.0.0.1, key authentication only."""
+    """A real OpenSSH server on loopback (127.0.0.1 and 127.0.0.2: two "nodes" on one
+    machine), key authentication only."""
 
     def __init__(self, root: Path, authorized_key: str, env: dict[str, str]):
         root.mkdir(parents=True)
@@ -138,6 +140,7 @@ class Sshd:
         (root / "sshd_config").write_text(textwrap.dedent(f"""
             Port {self.port}
             ListenAddress 127.0.0.1
+            ListenAddress 127.0.0.2
             HostKey {host_key}
             AuthorizedKeysFile {root / "authorized_keys"}
             PasswordAuthentication no

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import getpass
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import paramiko
 import pytest
+import ray
 import yaml
-from g5k_fakes import OAR_STUBS, PASSWORD, USER, FakeG5kApi, Sshd
+from g5k_fakes import OAR_STUBS, PASSWORD, USER, FakeG5kApi, Sshd, free_port
 
 from g5k import G5kError, cluster
 from g5k.api import Api
@@ -124,7 +129,7 @@ def ssh_hosts(tmp_path: Path):
         (stubs / name).write_text(text)
         (stubs / name).chmod(0o755)
     env = {"PATH": f"{stubs}:/usr/local/bin:/usr/bin:/bin", "OAR_LOG": str(tmp_path / "oar.log"),
-           "OAR_STATE": str(tmp_path / "oar-state")}
+           "OAR_STATE": str(tmp_path / "oar-state"), "OAR_NODES": "127.0.0.1,127.0.0.2"}
     public = f"{key.get_name()} {key.get_base64()}"
     jump, node = Sshd(tmp_path / "jump", public, env), Sshd(tmp_path / "node", public, env)
     yield key_file, jump, node, tmp_path
@@ -148,35 +153,68 @@ def test_ssh_through_a_jump_host(ssh_hosts) -> None:
         stranger.run("true")
 
 
-def test_cluster_up_status_down_over_ssh_with_oar(ssh_hosts, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """Reservation by oarsub on the frontend, Ray commands on the nodes, all through the
-    jump host; `ray` is a stand-in script here, so the test's own Ray is left alone."""
+@pytest.fixture
+def ray_dir():
+    """A short node-local directory for the clusters' Ray temp dirs (socket paths are
+    limited to ~100 characters), removed afterwards."""
+    path = tempfile.mkdtemp(prefix="swr", dir="/tmp")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def ray_group_alive(pidfile: Path) -> bool:
+    pgid = int(pidfile.read_text())
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_cluster_up_status_down_with_real_ray(ssh_hosts, ray_dir: str, ray_cluster: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """oarsub on the frontend, then a real Ray head on 127.0.0.1 and a real worker on
+    127.0.0.2 started over SSH through the jump host; `down` stops exactly those (the
+    test session's own Ray is untouched) and gives the job back."""
     key_file, jump, node, root = ssh_hosts
-    env_dir = root / "venv"
-    (env_dir / "bin").mkdir(parents=True)
-    ray_log = root / "ray.log"
-    (env_dir / "bin" / "ray").write_text(f"#!/bin/sh\necho \"$@\" >> {ray_log}\n"
-                                         "[ \"$1\" = status ] && echo '1 node alive'\nexit 0\n")
-    (env_dir / "bin" / "ray").chmod(0o755)
+    python_env = Path(sys.executable).parent.parent
+    if not (python_env / "bin" / "ray").exists():
+        pytest.skip(f"no ray executable beside {sys.executable}")
     monkeypatch.setenv("SWEEPER_G5K_STATE", str(root / "state.json"))
     monkeypatch.setenv("G5K_USER", getpass.getuser())
     monkeypatch.setenv("G5K_PASSWORD", "unused")
-    spec = ClusterSpec(site="nancy", cluster="gros", nodes=1, jump_host="127.0.0.1",
+    spec = ClusterSpec(site="nancy", cluster="gros", nodes=2, jump_host="127.0.0.1",
                        jump_port=jump.port, frontend="127.0.0.1", ssh_port=node.port,
-                       ssh_key=str(key_file), python_env=str(env_dir),
-                       reservation_method="oarsub")
+                       ssh_key=str(key_file), python_env=str(python_env),
+                       reservation_method="oarsub", ray_port=free_port(),
+                       ray_client_port=free_port(), dashboard_port=free_port(),
+                       dashboard=False, ray_cpus=1, ray_dir=ray_dir)
     said: list[str] = []
     state = cluster.up(spec, say=said.append, timeout_s=60)
-    assert state.job_id == 777 and state.nodes == ["127.0.0.1"]
-    oar_log = (root / "oar.log").read_text()
-    assert "-l nodes=1,walltime=1:00:00" in oar_log and "cluster='gros'" in oar_log
-    assert f"start --head --port={spec.ray_port}" in ray_log.read_text()
-    assert any("ssh -J" in line and "-L 8265:127.0.0.1:8265" in line for line in said)
-    assert "1 node alive" in cluster.status()
-    cluster.down(say=said.append)
+    pidfiles = [Path(ray_dir) / "777-0" / "ray.pid", Path(ray_dir) / "777-1" / "ray.pid"]
+    try:
+        assert state.job_id == 777 and state.nodes == ["127.0.0.1", "127.0.0.2"]
+        oar_log = (root / "oar.log").read_text()
+        assert "-l nodes=2,walltime=1:00:00" in oar_log and "cluster='gros'" in oar_log
+        assert all(ray_group_alive(p) for p in pidfiles)
+        # a driver of its own sees both nodes, each offering the one CPU asked for
+        driver = (f"import ray; ray.init(address={state.ray_address()!r}, "
+                  "log_to_driver=False); alive = [n for n in ray.nodes() if n['Alive']]; "
+                  "print(len(alive), sum(n['Resources'].get('CPU', 0) for n in alive))")
+        seen = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True,
+                              timeout=120)
+        assert seen.stdout.split()[-2:] == ["2", "2.0"], seen.stderr[-2000:]
+        command = (f"ssh -J {getpass.getuser()}@127.0.0.1:{jump.port} -p {node.port} -N "
+                   f"-L {spec.dashboard_port}:127.0.0.1:{spec.dashboard_port} "
+                   f"{getpass.getuser()}@127.0.0.1")
+        assert any(command in line for line in said), said[-1]
+        assert "Active:" in cluster.status()
+    finally:
+        cluster.down(say=said.append)
+    assert not any(ray_group_alive(p) for p in pidfiles)
+    # the test session's own Ray is untouched
+    assert ray.get(ray.remote(lambda: "still here").remote()) == "still here"
     assert "oardel 777" in (root / "oar.log").read_text()
-    assert ray_log.read_text().splitlines()[-1] == "stop"
     assert not (root / "state.json").exists()
 
 
@@ -192,7 +230,7 @@ def test_a_half_started_cluster_is_torn_down(ssh_hosts, monkeypatch: pytest.Monk
                        frontend="127.0.0.1", ssh_port=node.port, ssh_key=str(key_file),
                        python_env=str(env_dir), reservation_method="oarsub",
                        user=getpass.getuser())
-    with pytest.raises(G5kError, match=r"ray start --head.*port in use"):
+    with pytest.raises(G5kError, match=r"Ray head on 127.0.0.1 did not start: port in use"):
         cluster.up(spec, say=lambda _line: None, timeout_s=60)
     assert "oardel 777" in (root / "oar.log").read_text()  # the job was given back
     assert not (root / "state.json").exists()
