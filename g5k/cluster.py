@@ -18,6 +18,7 @@ from g5k import G5kError, raycluster
 from g5k.api import Api
 from g5k.config import ClusterSpec
 from g5k.credentials import load_credentials
+from g5k.forward import Forward
 from g5k.ssh import Remote
 
 Say = Callable[[str], None]
@@ -195,6 +196,16 @@ def dashboard_ssh_command(spec: ClusterSpec, user: str, head: str) -> str:
     port = f"-p {spec.ssh_port} " if spec.ssh_port != 22 else ""
     return (f"ssh {jump}{port}-N -L {spec.dashboard_port}:127.0.0.1:{spec.dashboard_port} "
             f"{user}@{head}")
+
+
+def open_forward(local_port: int | None = None, say: Say | None = None) -> Forward:
+    """Forward a local port (default: the dashboard's) to the head's Ray dashboard, through
+    the jump host; it serves until `close()`. The SSH connection stays open meanwhile."""
+    state = ClusterState.load()
+    spec = ClusterSpec(**state.spec)
+    session = Session(spec, say=say or (lambda _line: None))
+    port = spec.dashboard_port if local_port is None else local_port
+    return Forward(session.remote(state.head), "127.0.0.1", spec.dashboard_port, port)
 
 
 def status(say: Say | None = None) -> str:

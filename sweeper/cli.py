@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 from pathlib import Path
 
 from rich.console import Console
@@ -64,10 +65,13 @@ def _parser() -> argparse.ArgumentParser:
     baseline.add_argument("--store", type=Path, default=DEFAULT_STORE)
     baseline.set_defaults(func=_baseline)
     cluster = sub.add_parser("cluster", help="Grid'5000: reserve nodes and run Ray on them")
-    cluster.add_argument("action", choices=("up", "status", "down"))
+    cluster.add_argument("action", choices=("up", "status", "forward", "down"),
+                         help="forward: serve the head's Ray dashboard on a local port")
     cluster.add_argument("--g5k", type=Path, help="the cluster file (for up)")
     cluster.add_argument("--dry-run", action="store_true",
                          help="print every API call and SSH command; run nothing")
+    cluster.add_argument("--local-port", type=int,
+                         help="for forward (default: the cluster file's dashboard_port)")
     cluster.set_defaults(func=_cluster)
     return parser
 
@@ -168,6 +172,14 @@ def _cluster(args: argparse.Namespace) -> int:
         cluster.up(load_cluster(args.g5k), dry_run=args.dry_run, say=print)
     elif args.action == "status":
         print(cluster.status(say=print))
+    elif args.action == "forward":
+        forward = cluster.open_forward(args.local_port)
+        print(f"Ray dashboard: http://127.0.0.1:{forward.port} (via {forward.label}); "
+              "Ctrl-C to stop")
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            forward.close()
     else:
         cluster.down(dry_run=args.dry_run, say=print)
     return 0

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import getpass
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import urllib.request
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import paramiko
@@ -240,3 +245,31 @@ def test_example_cluster_file_is_valid() -> None:
     spec = load_cluster(Path(__file__).parents[1] / "g5k" / "examples" / "nancy-gros.yaml")
     assert spec.site == "nancy" and spec.oar_properties == "cluster='gros'"
     assert os.path.basename(spec.python_env) == "sweeper-venv"
+
+
+def test_dashboard_forward_through_the_jump_host(ssh_hosts,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cluster forward`: a local port carried by paramiko through the jump host to a web
+    server on the head's loopback (here: a small HTTP server standing in for the dashboard)."""
+    key_file, jump, node, root = ssh_hosts
+    (root / "www").mkdir()
+    (root / "www" / "index.html").write_text("ray dashboard stand-in")
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(root / "www"))
+    web = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    monkeypatch.setenv("SWEEPER_G5K_STATE", str(root / "state.json"))
+    spec = ClusterSpec(site="nancy", jump_host="127.0.0.1", jump_port=jump.port,
+                       ssh_port=node.port, ssh_key=str(key_file), user=getpass.getuser(),
+                       dashboard_port=web.server_address[1])
+    cluster.ClusterState(asdict(spec), 777, nodes=["127.0.0.2"]).save()
+    forward = cluster.open_forward(local_port=0)
+    try:
+        for _ in range(2):  # one SSH channel per connection
+            with urllib.request.urlopen(f"http://127.0.0.1:{forward.port}/index.html",
+                                        timeout=20) as reply:
+                assert reply.read() == b"ray dashboard stand-in"
+        with pytest.raises(G5kError, match="choose another local port"):
+            cluster.open_forward(local_port=forward.port)
+    finally:
+        forward.close()
+        web.shutdown()
