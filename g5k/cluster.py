@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from g5k import G5kError, raycluster
+from g5k import G5kError, nodesetup, raycluster
 from g5k.api import Api
 from g5k.config import ClusterSpec
 from g5k.credentials import load_credentials
@@ -168,6 +168,8 @@ def _up(session: Session, timeout_s: float) -> ClusterState:
         if not state.nodes:
             raise G5kError(f"OAR job {job_id} runs but lists no node")
         session.ensure_env()
+        for host in state.nodes:
+            nodesetup.apply(spec, session.remote(host))
         for index, host in enumerate(state.nodes):
             state.ray_started.append(host)  # before: a half-started node is stopped too
             raycluster.start(spec, session.remote(host), session.ray_node(state, index),

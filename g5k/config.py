@@ -11,6 +11,8 @@ import yaml
 
 from g5k import G5kError
 
+GOVERNORS = ("performance", "powersave", "userspace", "ondemand", "conservative",
+             "schedutil")
 JOB_TYPES = ("default", "besteffort", "night", "day", "deploy", "exotic", "allow_classic_ssh")
 
 
@@ -39,6 +41,9 @@ class ClusterSpec:
     dashboard: bool = True
     dashboard_port: int = 8265
     reservation_method: str = "api"  # "api" | "oarsub" (over SSH on the frontend)
+    rapl_readable: bool = False  # sudo-g5k: RAPL energy counters readable by the user
+    cpufreq_writable: bool = False  # sudo-g5k: cpufreq files writable (speed leverages)
+    cpu_governor: str | None = None  # sudo-g5k: this governor on every core for the job
 
     @property
     def oar_properties(self) -> str | None:
@@ -81,6 +86,8 @@ def load_cluster(path: str | Path) -> ClusterSpec:
         raise G5kError(f"{path}: walltime: {spec.walltime!r} is not H:MM[:SS]")
     if spec.job_type not in JOB_TYPES:
         raise G5kError(f"{path}: job_type: {spec.job_type!r} is not one of {JOB_TYPES}")
+    if spec.cpu_governor is not None and spec.cpu_governor not in GOVERNORS:
+        raise G5kError(f"{path}: cpu_governor: {spec.cpu_governor!r} is not one of {GOVERNORS}")
     if spec.reservation_method not in ("api", "oarsub"):
         raise G5kError(f"{path}: reservation_method: must be api or oarsub")
     return spec

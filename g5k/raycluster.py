@@ -91,16 +91,12 @@ def stop_command(node: RayNode, grace_s: int = 30) -> str:
 def count_nodes_command(spec: ClusterSpec, address: str, expected: int,
                         timeout_s: int = 120) -> str:
     """On the head: wait until `expected` nodes are alive in Ray; print how many are."""
-    script = (
-        "import time, ray\n"
-        f"ray.init(address={address!r}, log_to_driver=False, logging_level='ERROR')\n"
-        f"deadline = time.time() + {timeout_s}\n"
-        "while True:\n"
-        "    alive = sum(n['Alive'] for n in ray.nodes())\n"
-        f"    if alive >= {expected} or time.time() > deadline:\n"
-        "        break\n"
-        "    time.sleep(1)\n"
-        "print(alive)\n")
+    # one line, so that --dry-run shows one line per command
+    script = (f"import time, ray; ray.init(address={address!r}, log_to_driver=False, "
+              f"logging_level='ERROR'); end = time.time() + {timeout_s}; "
+              "alive = lambda: sum(n['Alive'] for n in ray.nodes()); "
+              f"print(next(a for a in iter(alive, None) if a >= {expected} "
+              "or time.time() > end or time.sleep(1)))")
     return f"{spec.python_env}/bin/python -c {shlex.quote(script)}"
 
 

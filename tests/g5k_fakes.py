@@ -120,6 +120,15 @@ echo "Deleting the job = 777 ...REGISTERED."
 }
 
 
+# Grid'5000's `sudo-g5k` runs a command as root; this one records what it was asked
+# (and, for `tee`, what it was given to write).
+SUDO_G5K_STUB = """#!/bin/sh
+echo "sudo-g5k $@" >> "$SUDO_LOG"
+[ "$1" = tee ] && sed 's/^/  stdin: /' >> "$SUDO_LOG"
+exit 0
+"""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -20,7 +20,7 @@ import paramiko
 import pytest
 import ray
 import yaml
-from g5k_fakes import OAR_STUBS, PASSWORD, USER, FakeG5kApi, Sshd, free_port
+from g5k_fakes import OAR_STUBS, PASSWORD, SUDO_G5K_STUB, USER, FakeG5kApi, Sshd, free_port
 
 from g5k import G5kError, cluster
 from g5k.api import Api
@@ -130,11 +130,12 @@ def ssh_hosts(tmp_path: Path):
     key.write_private_key_file(str(key_file))
     stubs = tmp_path / "oar-bin"
     stubs.mkdir()
-    for name, text in OAR_STUBS.items():
+    for name, text in {**OAR_STUBS, "sudo-g5k": SUDO_G5K_STUB}.items():
         (stubs / name).write_text(text)
         (stubs / name).chmod(0o755)
     env = {"PATH": f"{stubs}:/usr/local/bin:/usr/bin:/bin", "OAR_LOG": str(tmp_path / "oar.log"),
-           "OAR_STATE": str(tmp_path / "oar-state"), "OAR_NODES": "127.0.0.1,127.0.0.2"}
+           "OAR_STATE": str(tmp_path / "oar-state"), "OAR_NODES": "127.0.0.1,127.0.0.2",
+           "SUDO_LOG": str(tmp_path / "sudo.log")}
     public = f"{key.get_name()} {key.get_base64()}"
     jump, node = Sshd(tmp_path / "jump", public, env), Sshd(tmp_path / "node", public, env)
     yield key_file, jump, node, tmp_path
@@ -193,7 +194,8 @@ def test_cluster_up_status_down_with_real_ray(ssh_hosts, ray_dir: str, ray_clust
                        ssh_key=str(key_file), python_env=str(python_env),
                        reservation_method="oarsub", ray_port=free_port(),
                        ray_client_port=free_port(), dashboard_port=free_port(),
-                       dashboard=False, ray_cpus=1, ray_dir=ray_dir)
+                       dashboard=False, ray_cpus=1, ray_dir=ray_dir, rapl_readable=True,
+                       cpufreq_writable=True, cpu_governor="performance")
     said: list[str] = []
     state = cluster.up(spec, say=said.append, timeout_s=60)
     pidfiles = [Path(ray_dir) / "777-0" / "ray.pid", Path(ray_dir) / "777-1" / "ray.pid"]
@@ -202,6 +204,11 @@ def test_cluster_up_status_down_with_real_ray(ssh_hosts, ray_dir: str, ray_clust
         oar_log = (root / "oar.log").read_text()
         assert "-l nodes=2,walltime=1:00:00" in oar_log and "cluster='gros'" in oar_log
         assert all(ray_group_alive(p) for p in pidfiles)
+        sudo = (root / "sudo.log").read_text()  # on each node, before Ray started
+        assert sudo.count("sudo-g5k chmod a+r /sys/class/powercap/intel-rapl:") == 2
+        assert sudo.count("sudo-g5k chmod a+w /sys/devices/system/cpu/cpu") == 2
+        assert sudo.count("sudo-g5k tee /sys/devices/system/cpu/cpu") == 2
+        assert sudo.count("  stdin: performance") == 2
         # a driver of its own sees both nodes, each offering the one CPU asked for
         driver = (f"import ray; ray.init(address={state.ray_address()!r}, "
                   "log_to_driver=False); alive = [n for n in ray.nodes() if n['Alive']]; "
@@ -221,6 +228,28 @@ def test_cluster_up_status_down_with_real_ray(ssh_hosts, ray_dir: str, ray_clust
     assert ray.get(ray.remote(lambda: "still here").remote()) == "still here"
     assert "oardel 777" in (root / "oar.log").read_text()
     assert not (root / "state.json").exists()
+
+
+def test_dry_run_shows_every_command_and_runs_none(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"site": "nancy", "cluster": "gros", "nodes": 2,
+                                    "rapl_readable": True, "cpu_governor": "powersave",
+                                    "api_url": "http://127.0.0.1:9/unreachable"}))
+    assert main(["cluster", "up", "--g5k", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert all(line.startswith("[dry-run]") for line in out)
+    assert out[0].startswith("[dry-run] POST http://127.0.0.1:9/unreachable/sites/nancy/jobs")
+    for node in ("<node-1>", "<node-2>"):
+        on_node = [line for line in out if f"@{node}:22: " in line]
+        assert "sudo-g5k chmod a+r /sys/class/powercap/intel-rapl:*/energy_uj" in on_node[0]
+        assert "echo powersave | sudo-g5k tee /sys/devices/system/cpu/" in on_node[1]
+        assert "~/sweeper-venv/bin/ray start " in on_node[2]  # ~ left to the node's shell
+    assert "--head" in next(line for line in out if "ray start" in line)
+    assert not (tmp_path / "state.json").exists()
+    path.write_text(yaml.safe_dump({"site": "nancy", "cpu_governor": "turbo"}))
+    assert main(["cluster", "up", "--g5k", str(path), "--dry-run"]) == 2
+    assert "cpu_governor" in capsys.readouterr().err
 
 
 def test_a_half_started_cluster_is_torn_down(ssh_hosts, monkeypatch: pytest.MonkeyPatch
