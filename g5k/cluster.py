@@ -20,6 +20,7 @@ from g5k.config import ClusterSpec
 from g5k.credentials import load_credentials
 from g5k.forward import Forward
 from g5k.ssh import Remote
+from g5k.trial_energy import KwollectNodeEnergy
 
 Say = Callable[[str], None]
 
@@ -208,6 +209,13 @@ def open_forward(local_port: int | None = None, say: Say | None = None) -> Forwa
     session = Session(spec, say=say or (lambda _line: None))
     port = spec.dashboard_port if local_port is None else local_port
     return Forward(session.remote(state.head), "127.0.0.1", spec.dashboard_port, port)
+
+
+def node_energy_source(state: ClusterState | None = None) -> KwollectNodeEnergy:
+    """Kwollect joules of a trial's node(s) over its window, for `run_sweep(node_energy=)`."""
+    state = state or ClusterState.load()
+    spec = ClusterSpec(**state.spec)
+    return KwollectNodeEnergy(Api(spec.api_url, load_credentials()), spec.site, spec.cluster)
 
 
 def status(say: Say | None = None) -> str:

@@ -82,10 +82,14 @@ def _pareto(args: argparse.Namespace) -> int:
     from sweeper.tracking import Tracker
 
     space = load_space(args.space)
+    node_energy = None
     if args.cluster is not None:
-        from g5k.cluster import ClusterState
+        from g5k.cluster import ClusterState, node_energy_source
 
-        args.ray_address = ClusterState.load().ray_address()
+        state = ClusterState.load()
+        args.ray_address = state.ray_address()
+        if space.scenario.isolation == "node":  # one trial per node: its joules are its own
+            node_energy = node_energy_source(state)
     console = Console(stderr=True)
     with Live(console=console, refresh_per_second=4, transient=False) as live:
 
@@ -95,7 +99,7 @@ def _pareto(args: argparse.Namespace) -> int:
         outcome = run_sweep(space, args.store, sweep=args.resume or args.name,
                             resume=bool(args.resume), ray_address=args.ray_address,
                             dashboard=not args.no_dashboard, on_progress=show,
-                            on_prepare=_corpus_progress(live))
+                            on_prepare=_corpus_progress(live), node_energy=node_energy)
     tracker = Tracker(args.store)
     _show_report(outcome.study, space, tracker, outcome.parent_run_id, outcome.trial_runs)
     tracker.finish_sweep(outcome.parent_run_id)

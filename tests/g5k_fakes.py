@@ -12,6 +12,7 @@ import subprocess
 import textwrap
 import threading
 import time
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -77,10 +78,15 @@ class FakeG5kApi:
                     return self._reply(200, {"uid": parts[4], "metrics": [
                         {"name": "bmc_node_power_watt", "period": 5000},
                         {"name": "wattmetre_power_watt", "period": 1000}]})
-                if parts[3] == "metrics":
-                    query = parse_qs(url.query)
-                    wanted = query["metrics"][0].split(",")
-                    return self._reply(200, [s for s in api.samples if s["metric_id"] in wanted])
+                if parts[3] == "metrics":  # like Kwollect: by metric, node and time
+                    query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                    wanted, nodes = query["metrics"].split(","), query["nodes"].split(",")
+                    start, end = (datetime.fromisoformat(query[k])
+                                  for k in ("start_time", "end_time"))
+                    return self._reply(200, [
+                        s for s in api.samples if s["metric_id"] in wanted
+                        and s["device_id"] in nodes
+                        and start <= datetime.fromisoformat(s["timestamp"]) <= end])
                 return self._reply(404, {"message": "not found"})
 
             def do_GET(self):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import getpass
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,9 @@ import paramiko
 import pytest
 import ray
 import yaml
+from conftest import TINY_SCENARIO, write_space
 from g5k_fakes import OAR_STUBS, PASSWORD, SUDO_G5K_STUB, USER, FakeG5kApi, Sshd, free_port
+from mlflow.tracking import MlflowClient
 
 from g5k import G5kError, cluster
 from g5k.api import Api
@@ -28,7 +31,12 @@ from g5k.config import ClusterSpec, load_cluster
 from g5k.credentials import Credentials, load_credentials
 from g5k.kwollect import choose_power_metric, integrate
 from g5k.ssh import Remote
+from g5k.trial_energy import KwollectNodeEnergy
 from sweeper.cli import main
+from sweeper.orchestrate import run_sweep
+from sweeper.space import load_space
+from sweeper.study import stored_result
+from sweeper.tracking import tracking_uri
 
 T0 = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
 
@@ -51,6 +59,12 @@ def test_kwollect_trapezoid_with_a_gap() -> None:
     assert energy.uncovered_s["gros-1"] == pytest.approx(10.0)
     assert energy.joules["gros-2"] == pytest.approx(800.0)
     assert energy.total_j == pytest.approx(1250.0)
+    # a window with fractional edges: power interpolated there, nothing outside counted
+    # gros-1 over 0.5..2.5 s: (105+110)/2 x 0.5 + (110+130)/2 + 130 x 0.5
+    inside = integrate(samples, "wattmetre_power_watt", max_gap_s=5,
+                       window=(T0 + timedelta(seconds=0.5), T0 + timedelta(seconds=2.5)))
+    assert inside.joules["gros-1"] == pytest.approx(53.75 + 120 + 65)
+    assert inside.covered_s["gros-1"] == pytest.approx(2.0)
     assert choose_power_metric(["bmc_node_power_watt", "wattmetre_power_watt"]) == \
         "wattmetre_power_watt"
     assert choose_power_metric(["bmc_node_power_watt"]) == "bmc_node_power_watt"
@@ -302,3 +316,63 @@ def test_dashboard_forward_through_the_jump_host(ssh_hosts,
     finally:
         forward.close()
         web.shutdown()
+
+
+def test_trial_window_joules_from_kwollect_wait_for_late_samples() -> None:
+    """The node energy source integrates the trial's nodes over its window, asks again
+    while Kwollect has not caught up with the window's end, then reports what is missing."""
+    samples = [sample("gros-1", t, 100 + t) for t in range(0, 31)]
+    samples += [sample("gros-2", t, 200) for t in range(0, 16)]  # stops 15 s early
+    server = FakeG5kApi(["gros-1.nancy.grid5000.fr"], samples)
+    try:
+        api = Api(server.url, Credentials(USER, PASSWORD))
+        source = KwollectNodeEnergy(api, "nancy", lag_s=0.5, poll_s=0.1)
+        reading = source(["gros-1.nancy.grid5000.fr"], T0 + timedelta(seconds=10),
+                         T0 + timedelta(seconds=20))
+        # samples 10..20 s at 110..120 W: trapezoid = 10 s x 115 W
+        assert reading["joules"] == pytest.approx(1150.0)
+        assert reading["metric"] == "wattmetre_power_watt"  # preferred over the BMC's
+        assert reading["nodes"] == ["gros-1"] and "gros-1" in reading["meter"]
+        asked = sum("/metrics?" in path for _, path, _ in server.requests)
+        assert asked == 1  # complete at once: no waiting
+        late = source(["gros-2"], T0 + timedelta(seconds=10), T0 + timedelta(seconds=25))
+        assert late["joules"] == pytest.approx(1000.0)  # 10..15 s at 200 W
+        assert late["covered_s"] == {"gros-2": pytest.approx(5.0)}
+        assert late["uncovered_s"] == {"gros-2": pytest.approx(10.0)}  # not yet published
+        assert sum("/metrics?" in path for _, path, _ in server.requests) > asked + 1
+    finally:
+        server.close()
+
+
+def test_sweep_records_node_joules_of_each_trial(tmp_path: Path, ray_cluster: str) -> None:
+    """`isolation: node`: after each trial the driver reads the power of the node it ran
+    on over its window (here a Kwollect stand-in: a constant 150 W on this machine) and
+    records the joules as a measured component, in Optuna and MLflow."""
+    host = platform.node().split(".")[0]
+    now = datetime.now(UTC)
+    samples = [{"timestamp": (now + timedelta(seconds=s)).isoformat(), "device_id": host,
+                "metric_id": "wattmetre_power_watt", "value": 150.0, "labels": {}}
+               for s in range(-60, 900)]
+    server = FakeG5kApi([host], samples)
+    space = load_space(write_space(tmp_path / "node.yaml",
+                                   scenario={**TINY_SCENARIO, "isolation": "node"},
+                                   budget={"trials": 1, "parallel": 1}))
+    source = KwollectNodeEnergy(Api(server.url, Credentials(USER, PASSWORD)), "nancy",
+                                cluster="gros", lag_s=5, poll_s=0.5)
+    try:
+        outcome = run_sweep(space, tmp_path / "store", sweep="g5k", ray_address=ray_cluster,
+                            node_energy=source)
+    finally:
+        server.close()
+    result = stored_result(outcome.study.trials[0])
+    assert result is not None and result.status == "ok", result and result.reason
+    reading = result.info["node_energy"]
+    window_s = (datetime.fromisoformat(reading["end_utc"]) -
+                datetime.fromisoformat(reading["start_utc"])).total_seconds()
+    assert reading["nodes"] == [host] and reading["metric"] == "wattmetre_power_watt"
+    assert reading["covered_s"][host] == pytest.approx(window_s)  # edges interpolated
+    assert result.node_energy_j == pytest.approx(150.0 * reading["covered_s"][host])
+    assert result.meters["node_energy_j"].kind == "measured"
+    run = MlflowClient(tracking_uri(tmp_path / "store")).get_run(outcome.trial_runs[0])
+    assert run.data.tags["sweeper.meter_kind.node_energy_j"] == "measured"
+    assert run.data.metrics["final.node_energy_j"] == pytest.approx(result.node_energy_j)
