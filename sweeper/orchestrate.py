@@ -24,6 +24,7 @@ import ray
 
 from sweeper import study as studies
 from sweeper.config import TrialConfig
+from sweeper.errors import SweeperError
 from sweeper.fronts import PruneRule
 from sweeper.result import MeterInfo, TrialResult
 from sweeper.space import SearchSpace
@@ -126,6 +127,9 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
     """Run (or resume) a sweep until `budget.trials` trials have finished. With
     `node_energy` (only meaningful in `isolation: node` mode, one trial per node), each
     finished trial gets the whole-node joules of its window before it is told and logged."""
+    if node_energy is None and any(o.metric == "node_energy_j" for o in space.objectives):
+        raise SweeperError("objective node_energy_j: no node energy source; run with "
+                           "--cluster (Grid'5000, Kwollect) and scenario.isolation: node")
     sweep = sweep or new_sweep_name(space)
     prepare(space.scenario, space.seed, on_prepare)  # data once, before any trial
     store = Path(store)

@@ -33,6 +33,7 @@ from g5k.kwollect import choose_power_metric, integrate
 from g5k.ssh import Remote
 from g5k.trial_energy import KwollectNodeEnergy
 from sweeper.cli import main
+from sweeper.errors import SweeperError
 from sweeper.orchestrate import run_sweep
 from sweeper.space import load_space
 from sweeper.study import stored_result
@@ -266,8 +267,8 @@ def test_dry_run_shows_every_command_and_runs_none(tmp_path: Path,
     assert "cpu_governor" in capsys.readouterr().err
 
 
-def test_a_half_started_cluster_is_torn_down(ssh_hosts, monkeypatch: pytest.MonkeyPatch
-                                             ) -> None:
+def test_a_half_started_cluster_is_torn_down(ssh_hosts, ray_dir: str,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     key_file, jump, node, root = ssh_hosts
     env_dir = root / "venv-broken"
     (env_dir / "bin").mkdir(parents=True)
@@ -277,7 +278,7 @@ def test_a_half_started_cluster_is_torn_down(ssh_hosts, monkeypatch: pytest.Monk
     spec = ClusterSpec(site="nancy", nodes=1, jump_host="127.0.0.1", jump_port=jump.port,
                        frontend="127.0.0.1", ssh_port=node.port, ssh_key=str(key_file),
                        python_env=str(env_dir), reservation_method="oarsub",
-                       user=getpass.getuser())
+                       user=getpass.getuser(), ray_dir=ray_dir)
     with pytest.raises(G5kError, match=r"Ray head on 127.0.0.1 did not start: port in use"):
         cluster.up(spec, say=lambda _line: None, timeout_s=60)
     assert "oardel 777" in (root / "oar.log").read_text()  # the job was given back
@@ -374,5 +375,10 @@ def test_sweep_records_node_joules_of_each_trial(tmp_path: Path, ray_cluster: st
     assert result.node_energy_j == pytest.approx(150.0 * reading["covered_s"][host])
     assert result.meters["node_energy_j"].kind == "measured"
     run = MlflowClient(tracking_uri(tmp_path / "store")).get_run(outcome.trial_runs[0])
+    space = load_space(write_space(tmp_path / "objective.yaml", objectives=[
+        {"metric": "accuracy", "direction": "maximize"},
+        {"metric": "node_energy_j", "direction": "minimize"}]))
+    with pytest.raises(SweeperError, match="node_energy_j: no node energy source"):
+        run_sweep(space, tmp_path / "store2", ray_address=ray_cluster)
     assert run.data.tags["sweeper.meter_kind.node_energy_j"] == "measured"
     assert run.data.metrics["final.node_energy_j"] == pytest.approx(result.node_energy_j)
