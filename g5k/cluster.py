@@ -14,11 +14,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from g5k import G5kError
+from g5k import G5kError, nodesetup, raycluster
 from g5k.api import Api
 from g5k.config import ClusterSpec
 from g5k.credentials import load_credentials
+from g5k.forward import Forward
 from g5k.ssh import Remote
+from g5k.trial_energy import KwollectNodeEnergy
 
 Say = Callable[[str], None]
 
@@ -68,10 +70,20 @@ class Session:
         self.api = Api(spec.api_url, credentials, dry_run, self.say)
         self._jump = (Remote(spec.jump_host, self.user, spec.ssh_key, spec.jump_port,
                              dry_run=dry_run, say=self.say) if spec.jump_host else None)
+        self._remotes: dict[str, Remote] = {}
 
     def remote(self, host: str) -> Remote:
-        return Remote(host, self.user, self.spec.ssh_key, self.spec.ssh_port, via=self._jump,
-                      dry_run=self.dry_run, say=self.say)
+        """One SSH connection per host for the session, through the jump host if any."""
+        if host not in self._remotes:
+            self._remotes[host] = Remote(host, self.user, self.spec.ssh_key,
+                                         self.spec.ssh_port, via=self._jump,
+                                         dry_run=self.dry_run, say=self.say)
+        return self._remotes[host]
+
+    def close(self) -> None:
+        for remote in self._remotes.values():
+            remote.close()
+        self._remotes.clear()
 
     def frontend(self) -> Remote:
         return self.remote(self.spec.frontend_host)
@@ -133,12 +145,23 @@ class Session:
     def ray_command(self, *args: str) -> str:
         return f"{self.spec.python_env}/bin/ray " + " ".join(args)
 
+    def ray_node(self, state: ClusterState, index: int) -> raycluster.RayNode:
+        return raycluster.ray_node(self.spec, state.job_id, index, state.nodes[index])
+
 
 def up(spec: ClusterSpec, dry_run: bool = False, say: Say | None = None,
        timeout_s: float = 3600) -> ClusterState:
     """Reserve (or reuse) the job, install the environment once, start Ray head + workers.
     A half-started cluster is torn down (Ray stopped, a job we submitted deleted)."""
     session = Session(spec, dry_run, say)
+    try:
+        return _up(session, timeout_s)
+    finally:
+        session.close()
+
+
+def _up(session: Session, timeout_s: float) -> ClusterState:
+    spec, dry_run = session.spec, session.dry_run
     job_id, submitted = session.reserve()
     state = ClusterState(asdict(spec), job_id, submitted_here=submitted)
     try:
@@ -146,35 +169,65 @@ def up(spec: ClusterSpec, dry_run: bool = False, say: Say | None = None,
         if not state.nodes:
             raise G5kError(f"OAR job {job_id} runs but lists no node")
         session.ensure_env()
-        head = state.head
-        session.remote(head).run(session.ray_command(
-            "start", "--head", f"--port={spec.ray_port}", "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={spec.dashboard_port}"))
-        state.ray_started.append(head)
-        for node in state.nodes[1:]:
-            session.remote(node).run(session.ray_command(
-                "start", f"--address={state.ray_address()}"))
-            state.ray_started.append(node)
+        for host in state.nodes:
+            nodesetup.apply(spec, session.remote(host))
+        for index, host in enumerate(state.nodes):
+            state.ray_started.append(host)  # before: a half-started node is stopped too
+            raycluster.start(spec, session.remote(host), session.ray_node(state, index),
+                             state.ray_address())
+        raycluster.wait_alive(spec, session.remote(state.head), state.ray_address(),
+                              len(state.nodes))
     except G5kError:
         _teardown(session, state)
         raise
     if not dry_run:
         state.save()
-    jump = f"-J {session.user}@{spec.jump_host} " if spec.jump_host else ""
     prefix = "[dry-run] nothing was run; " if dry_run else ""
     session.say(f"{prefix}Ray is up on {len(state.nodes)} node(s), head {state.head} "
-                f"(address {state.ray_address()}). Dashboard: ssh {jump}-N -L "
-                f"{spec.dashboard_port}:127.0.0.1:{spec.dashboard_port} "
-                f"{session.user}@{state.head}  then open http://127.0.0.1:{spec.dashboard_port}")
+                f"(address {state.ray_address()}). Dashboard: `sweeper cluster forward`, or "
+                f"{dashboard_ssh_command(spec, session.user, state.head)}  then open "
+                f"http://127.0.0.1:{spec.dashboard_port}")
     return state
+
+
+def dashboard_ssh_command(spec: ClusterSpec, user: str, head: str) -> str:
+    """The OpenSSH command that forwards the head's dashboard to this machine."""
+    jump = ""
+    if spec.jump_host:
+        port = f":{spec.jump_port}" if spec.jump_port != 22 else ""
+        jump = f"-J {user}@{spec.jump_host}{port} "
+    port = f"-p {spec.ssh_port} " if spec.ssh_port != 22 else ""
+    return (f"ssh {jump}{port}-N -L {spec.dashboard_port}:127.0.0.1:{spec.dashboard_port} "
+            f"{user}@{head}")
+
+
+def open_forward(local_port: int | None = None, say: Say | None = None) -> Forward:
+    """Forward a local port (default: the dashboard's) to the head's Ray dashboard, through
+    the jump host; it serves until `close()`. The SSH connection stays open meanwhile."""
+    state = ClusterState.load()
+    spec = ClusterSpec(**state.spec)
+    session = Session(spec, say=say or (lambda _line: None))
+    port = spec.dashboard_port if local_port is None else local_port
+    return Forward(session.remote(state.head), "127.0.0.1", spec.dashboard_port, port)
+
+
+def node_energy_source(state: ClusterState | None = None) -> KwollectNodeEnergy:
+    """Kwollect joules of a trial's node(s) over its window, for `run_sweep(node_energy=)`."""
+    state = state or ClusterState.load()
+    spec = ClusterSpec(**state.spec)
+    return KwollectNodeEnergy(Api(spec.api_url, load_credentials()), spec.site, spec.cluster)
 
 
 def status(say: Say | None = None) -> str:
     state = ClusterState.load()
     session = Session(ClusterSpec(**state.spec), say=say or (lambda _line: None))
-    job = session.api.job(state.spec["site"], state.job_id) if (
-        state.spec["reservation_method"] == "api") else {"state": "(ask oarstat)"}
-    ray = session.remote(state.head).run(session.ray_command("status"), check=False)
+    try:
+        job = session.api.job(state.spec["site"], state.job_id) if (
+            state.spec["reservation_method"] == "api") else {"state": "(ask oarstat)"}
+        ray = session.remote(state.head).run(session.ray_command(
+            "status", f"--address={state.ray_address()}"), check=False)
+    finally:
+        session.close()
     return (f"job {state.job_id} on {state.spec['site']}: {job.get('state')}; nodes "
             f"{', '.join(state.nodes)}; Ray on {', '.join(state.ray_started) or 'none'}\n"
             f"{ray.strip()}")
@@ -183,18 +236,25 @@ def status(say: Say | None = None) -> str:
 def down(dry_run: bool = False, say: Say | None = None) -> None:
     state = ClusterState.load()
     session = Session(ClusterSpec(**state.spec), dry_run, say)
-    _teardown(session, state)
+    try:
+        _teardown(session, state)
+    finally:
+        session.close()
     if not dry_run:
         state_path().unlink(missing_ok=True)
 
 
 def _teardown(session: Session, state: ClusterState) -> None:
+    """Stop the Ray this cluster started (workers first), give back a job we submitted."""
     errors = []
-    for node in reversed(state.ray_started):
+    for index in reversed(range(len(state.ray_started))):
+        node = session.ray_node(state, index)
         try:
-            session.remote(node).run(session.ray_command("stop"), check=False)
+            problem = raycluster.stop(session.remote(node.host), node)
         except G5kError as exc:
-            errors.append(str(exc))
+            problem = str(exc)
+        if problem:
+            errors.append(problem)
     state.ray_started.clear()
     if state.submitted_here:
         try:

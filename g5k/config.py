@@ -11,6 +11,8 @@ import yaml
 
 from g5k import G5kError
 
+GOVERNORS = ("performance", "powersave", "userspace", "ondemand", "conservative",
+             "schedutil")
 JOB_TYPES = ("default", "besteffort", "night", "day", "deploy", "exotic", "allow_classic_ssh")
 
 
@@ -33,8 +35,15 @@ class ClusterSpec:
     ssh_port: int = 22
     api_url: str = "https://api.grid5000.fr/stable"
     ray_port: int = 6379
+    ray_client_port: int = 10001
+    ray_cpus: int | None = None  # CPUs each node offers to Ray (default: all)
+    ray_dir: str = "/tmp/sweeper-ray"  # node-local; <ray_dir>/<job>-<i>: temp dir, log, pid
+    dashboard: bool = True
     dashboard_port: int = 8265
     reservation_method: str = "api"  # "api" | "oarsub" (over SSH on the frontend)
+    rapl_readable: bool = False  # sudo-g5k: RAPL energy counters readable by the user
+    cpufreq_writable: bool = False  # sudo-g5k: cpufreq files writable (speed leverages)
+    cpu_governor: str | None = None  # sudo-g5k: this governor on every core for the job
 
     @property
     def oar_properties(self) -> str | None:
@@ -77,6 +86,8 @@ def load_cluster(path: str | Path) -> ClusterSpec:
         raise G5kError(f"{path}: walltime: {spec.walltime!r} is not H:MM[:SS]")
     if spec.job_type not in JOB_TYPES:
         raise G5kError(f"{path}: job_type: {spec.job_type!r} is not one of {JOB_TYPES}")
+    if spec.cpu_governor is not None and spec.cpu_governor not in GOVERNORS:
+        raise G5kError(f"{path}: cpu_governor: {spec.cpu_governor!r} is not one of {GOVERNORS}")
     if spec.reservation_method not in ("api", "oarsub"):
         raise G5kError(f"{path}: reservation_method: must be api or oarsub")
     return spec
@@ -85,6 +96,6 @@ def load_cluster(path: str | Path) -> ClusterSpec:
 def _check_type(path: Path, key: str, value: Any, declared: str) -> None:
     if value is None and "None" in declared:
         return
-    kind = {"int": int, "str": str}[declared.split(" ")[0]]
-    if not isinstance(value, kind) or isinstance(value, bool):
+    kind = {"int": int, "str": str, "bool": bool}[declared.split(" ")[0]]
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
         raise G5kError(f"{path}: {key}: must be {kind.__name__}, got {value!r}")

@@ -56,17 +56,22 @@ class Remote:
 
     def run(self, command: str, check: bool = True, timeout_s: float = 600) -> str:
         """Run a shell command; its stdout. Raises with stderr when it fails and `check`."""
+        code, out, err = self.execute(command, timeout_s)
+        if check and code != 0:
+            lines = err.strip().splitlines()
+            raise G5kError(f"ssh {self.label}: `{command}` failed with exit code {code}: "
+                           f"{lines[-1] if lines else 'no message'}")
+        return out
+
+    def execute(self, command: str, timeout_s: float = 600) -> tuple[int, str, str]:
+        """Run a shell command: (exit code, stdout, stderr); (0, "", "") in dry-run mode."""
         self.say(("[dry-run] " if self.dry_run else "") + f"ssh {self.label}: {command}")
         if self.dry_run:
-            return ""
+            return 0, "", ""
         _, stdout, stderr = self.client().exec_command(command, timeout=timeout_s)
         out = stdout.read().decode()
-        code = stdout.channel.recv_exit_status()
-        if check and code != 0:
-            err = stderr.read().decode().strip().splitlines()
-            raise G5kError(f"ssh {self.label}: `{command}` failed with exit code {code}: "
-                           f"{err[-1] if err else 'no message'}")
-        return out
+        err = stderr.read().decode()
+        return stdout.channel.recv_exit_status(), out, err
 
     def close(self) -> None:
         if self._client is not None:

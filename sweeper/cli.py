@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 from pathlib import Path
 
 from rich.console import Console
@@ -64,10 +65,13 @@ def _parser() -> argparse.ArgumentParser:
     baseline.add_argument("--store", type=Path, default=DEFAULT_STORE)
     baseline.set_defaults(func=_baseline)
     cluster = sub.add_parser("cluster", help="Grid'5000: reserve nodes and run Ray on them")
-    cluster.add_argument("action", choices=("up", "status", "down"))
+    cluster.add_argument("action", choices=("up", "status", "forward", "down"),
+                         help="forward: serve the head's Ray dashboard on a local port")
     cluster.add_argument("--g5k", type=Path, help="the cluster file (for up)")
     cluster.add_argument("--dry-run", action="store_true",
                          help="print every API call and SSH command; run nothing")
+    cluster.add_argument("--local-port", type=int,
+                         help="for forward (default: the cluster file's dashboard_port)")
     cluster.set_defaults(func=_cluster)
     return parser
 
@@ -78,10 +82,14 @@ def _pareto(args: argparse.Namespace) -> int:
     from sweeper.tracking import Tracker
 
     space = load_space(args.space)
+    node_energy = None
     if args.cluster is not None:
-        from g5k.cluster import ClusterState
+        from g5k.cluster import ClusterState, node_energy_source
 
-        args.ray_address = ClusterState.load().ray_address()
+        state = ClusterState.load()
+        args.ray_address = state.ray_address()
+        if space.scenario.isolation == "node":  # one trial per node: its joules are its own
+            node_energy = node_energy_source(state)
     console = Console(stderr=True)
     with Live(console=console, refresh_per_second=4, transient=False) as live:
 
@@ -91,7 +99,7 @@ def _pareto(args: argparse.Namespace) -> int:
         outcome = run_sweep(space, args.store, sweep=args.resume or args.name,
                             resume=bool(args.resume), ray_address=args.ray_address,
                             dashboard=not args.no_dashboard, on_progress=show,
-                            on_prepare=_corpus_progress(live))
+                            on_prepare=_corpus_progress(live), node_energy=node_energy)
     tracker = Tracker(args.store)
     _show_report(outcome.study, space, tracker, outcome.parent_run_id, outcome.trial_runs)
     tracker.finish_sweep(outcome.parent_run_id)
@@ -168,6 +176,14 @@ def _cluster(args: argparse.Namespace) -> int:
         cluster.up(load_cluster(args.g5k), dry_run=args.dry_run, say=print)
     elif args.action == "status":
         print(cluster.status(say=print))
+    elif args.action == "forward":
+        forward = cluster.open_forward(args.local_port)
+        print(f"Ray dashboard: http://127.0.0.1:{forward.port} (via {forward.label}); "
+              "Ctrl-C to stop")
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            forward.close()
     else:
         cluster.down(dry_run=args.dry_run, say=print)
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,8 +24,9 @@ import ray
 
 from sweeper import study as studies
 from sweeper.config import TrialConfig
+from sweeper.errors import SweeperError
 from sweeper.fronts import PruneRule
-from sweeper.result import TrialResult
+from sweeper.result import MeterInfo, TrialResult
 from sweeper.space import SearchSpace
 from sweeper.tracking import Tracker
 from sweeper.trial import prepare, run_trial
@@ -74,9 +76,35 @@ def start_ray(address: str | None, num_cpus: int | None = None,
     return True, (f"http://{url}" if url and not url.startswith("http") else url)
 
 
+# After a trial: (its nodes, UTC start, UTC end) -> {"joules": J, "meter": provenance, ...}
+NodeEnergySource = Callable[[list[str], dt.datetime, dt.datetime], dict[str, Any]]
+
+
 @ray.remote
 def _remote_trial(config_json: str, prune: PruneRule | None = None) -> dict[str, Any]:
-    return run_trial(TrialConfig.from_json(config_json), prune).to_dict()
+    start = dt.datetime.now(dt.UTC)
+    result = run_trial(TrialConfig.from_json(config_json), prune)
+    # where and when it ran, for meters read afterwards over that window (node energy)
+    result.info["placement"] = {"nodes": [platform.node()], "start_utc": start.isoformat(),
+                                "end_utc": dt.datetime.now(dt.UTC).isoformat()}
+    return result.to_dict()
+
+
+def attribute_node_energy(result: TrialResult, source: NodeEnergySource) -> None:
+    """Add the whole-node joules of the trial's window as a measured component. A reading
+    that fails leaves the trial as it is, with the reason in `info["node_energy"]`."""
+    placement = result.info.get("placement")
+    if result.status == "failed" or not placement:
+        return
+    try:
+        reading = source(placement["nodes"], dt.datetime.fromisoformat(placement["start_utc"]),
+                         dt.datetime.fromisoformat(placement["end_utc"]))
+    except Exception as exc:  # a meter outage must not take the sweep down
+        result.info["node_energy"] = {"error": f"{type(exc).__name__}: {exc}"}
+        return
+    result.node_energy_j = float(reading["joules"])
+    result.meters["node_energy_j"] = MeterInfo(str(reading["meter"]), "measured")
+    result.info["node_energy"] = reading
 
 
 def prune_rule(space: SearchSpace, study: optuna.Study) -> PruneRule | None:
@@ -94,8 +122,14 @@ def prune_rule(space: SearchSpace, study: optuna.Study) -> PruneRule | None:
 def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume: bool = False,
               ray_address: str | None = None, dashboard: bool = True,
               on_progress: Callable[[SweepProgress], None] | None = None,
-              on_prepare: Callable[[int, int], None] | None = None) -> SweepOutcome:
-    """Run (or resume) a sweep until `budget.trials` trials have finished."""
+              on_prepare: Callable[[int, int], None] | None = None,
+              node_energy: NodeEnergySource | None = None) -> SweepOutcome:
+    """Run (or resume) a sweep until `budget.trials` trials have finished. With
+    `node_energy` (only meaningful in `isolation: node` mode, one trial per node), each
+    finished trial gets the whole-node joules of its window before it is told and logged."""
+    if node_energy is None and any(o.metric == "node_energy_j" for o in space.objectives):
+        raise SweeperError("objective node_energy_j: no node energy source; run with "
+                           "--cluster (Grid'5000, Kwollect) and scenario.isolation: node")
     sweep = sweep or new_sweep_name(space)
     prepare(space.scenario, space.seed, on_prepare)  # data once, before any trial
     store = Path(store)
@@ -153,6 +187,8 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
             ready, _ = ray.wait(list(pending), num_returns=1)
             trial, config = pending.pop(ready[0])
             result = _collect(ready[0])
+            if node_energy is not None:
+                attribute_node_energy(result, node_energy)
             studies.tell(study, trial, space, result)
             progress.running.pop(trial.number, None)
             fill_slots()  # the freed slot works while the driver logs to MLflow

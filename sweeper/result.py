@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-OBJECTIVE_METRICS = ("accuracy", "energy_j", "wall_s", "bytes_total", "co2_g")
+OBJECTIVE_METRICS = ("accuracy", "energy_j", "wall_s", "bytes_total", "co2_g",
+                     "node_energy_j")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,9 @@ class TrialResult:
     wall_s: float = float("nan")
     bytes_total: int = 0
     co2_g: float = float("nan")
+    # whole node(s) over the trial's window, from a node energy source (e.g. Grid'5000
+    # wattmeters through Kwollect) in `isolation: node` mode; provenance in meters/info
+    node_energy_j: float = float("nan")
     status: str = "ok"  # "ok" | "failed" | "pruned"
     reason: str = ""
     meters: dict[str, MeterInfo] = field(default_factory=dict)

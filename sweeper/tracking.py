@@ -152,6 +152,8 @@ def _metrics(result: TrialResult) -> list[Metric]:
         finals = {"final.accuracy": result.accuracy, "final.energy_j": result.energy_j,
                   "final.co2_g": result.co2_g,
                   "final.wall_s": result.wall_s, "final.bytes_total": result.bytes_total}
+        if result.node_energy_j == result.node_energy_j:  # measured after the trial
+            finals["final.node_energy_j"] = result.node_energy_j
         out += [Metric(k, float(v), now, 0) for k, v in finals.items()]
     return out
 

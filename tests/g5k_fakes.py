@@ -12,6 +12,7 @@ import subprocess
 import textwrap
 import threading
 import time
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -77,10 +78,15 @@ class FakeG5kApi:
                     return self._reply(200, {"uid": parts[4], "metrics": [
                         {"name": "bmc_node_power_watt", "period": 5000},
                         {"name": "wattmetre_power_watt", "period": 1000}]})
-                if parts[3] == "metrics":
-                    query = parse_qs(url.query)
-                    wanted = query["metrics"][0].split(",")
-                    return self._reply(200, [s for s in api.samples if s["metric_id"] in wanted])
+                if parts[3] == "metrics":  # like Kwollect: by metric, node and time
+                    query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                    wanted, nodes = query["metrics"].split(","), query["nodes"].split(",")
+                    start, end = (datetime.fromisoformat(query[k])
+                                  for k in ("start_time", "end_time"))
+                    return self._reply(200, [
+                        s for s in api.samples if s["metric_id"] in wanted
+                        and s["device_id"] in nodes
+                        and start <= datetime.fromisoformat(s["timestamp"]) <= end])
                 return self._reply(404, {"message": "not found"})
 
             def do_GET(self):
@@ -109,7 +115,8 @@ echo "OAR_JOB_ID=777"
     "oarstat": """#!/bin/sh
 echo "oarstat $@" >> "$OAR_LOG"
 n=$(cat "$OAR_STATE.polls" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$OAR_STATE.polls"
-if [ $n -lt 2 ]; then state=Waiting; nodes='[]'; else state=Running; nodes='["127.0.0.1"]'; fi
+if [ $n -lt 2 ]; then state=Waiting; nodes='[]'; else state=Running
+  nodes="[$(echo "${OAR_NODES:-127.0.0.1}" | sed 's/[^,][^,]*/"&"/g')]"; fi
 echo "{\\"777\\": {\\"state\\": \\"$state\\", \\"assigned_network_address\\": $nodes}}"
 """,
     "oardel": """#!/bin/sh
@@ -119,6 +126,15 @@ echo "Deleting the job = 777 ...REGISTERED."
 }
 
 
+# Grid'5000's `sudo-g5k` runs a command as root; this one records what it was asked
+# (and, for `tee`, what it was given to write).
+SUDO_G5K_STUB = """#!/bin/sh
+echo "sudo-g5k $@" >> "$SUDO_LOG"
+[ "$1" = tee ] && sed 's/^/  stdin: /' >> "$SUDO_LOG"
+exit 0
+"""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -126,7 +142,8 @@ def free_port() -> int:
 
 
 class Sshd:
-    """A real OpenSSH server on 127.0.0.1, key authentication only."""
+    """A real OpenSSH server on loopback (127.0.0.1 and 127.0.0.2: two "nodes" on one
+    machine), key authentication only."""
 
     def __init__(self, root: Path, authorized_key: str, env: dict[str, str]):
         root.mkdir(parents=True)
@@ -138,6 +155,7 @@ class Sshd:
         (root / "sshd_config").write_text(textwrap.dedent(f"""
             Port {self.port}
             ListenAddress 127.0.0.1
+            ListenAddress 127.0.0.2
             HostKey {host_key}
             AuthorizedKeysFile {root / "authorized_keys"}
             PasswordAuthentication no
