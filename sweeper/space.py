@@ -26,7 +26,7 @@ SCENARIO_CHOICES = {
     "dataset": ("synthetic", "speech_commands"),
     "task": ("12", "35"),
     "partition": ("speaker", "iid", "dirichlet"),
-    "engine": ("simulation",),
+    "engine": ("simulation", "deployment"),
     "isolation": ("shared", "node"),
 }
 

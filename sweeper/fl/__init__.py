@@ -6,12 +6,21 @@ Nothing here knows about Optuna, Ray Tune or MLflow.
 from __future__ import annotations
 
 from sweeper.config import TrialConfig
+from sweeper.errors import SweeperError
 from sweeper.fl.strategy import RoundStats
 
 
 def run_trial_federation(config: TrialConfig, watcher=None) -> list[RoundStats]:
     """Run the trial's federation on its engine; per-round accounting in round order.
     `watcher` (a `server_app.RoundWatcher`) is told when rounds start and end."""
+    if config.scenario.engine == "deployment":
+        from sweeper.fl.deployment import run_federation as deploy
+
+        if watcher is not None:
+            raise SweeperError("engine deployment: node meters and pruning are not "
+                               "available yet (use meters: modeled, no pruning)")
+        return deploy(config)
+
     from sweeper.fl.client_app import app as client_app
     from sweeper.fl.server_app import build_server_app
     from sweeper.fl.simulation import run_federation

@@ -1,0 +1,185 @@
+"""The deployment engine: the trial's ServerApp and ClientApp run by Flower's deployment
+runtime, a `flower-superlink` and one `flower-supernode` per client as separate processes
+talking to each other over HTTP, the run started through the SuperLink's Control API (what
+`flwr run` does) and its per-round accounting read back from a file the ServerApp writes.
+
+Both use `--isolation process` with a `flower-superexec` of ours beside each: Flower's
+default (`subprocess`) starts the SuperExec detached in a session of its own, out of reach
+of the process group the trial kills when it ends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from flwr.common.constant import Status, SubStatus
+from flwr.common.serde import fab_to_proto, user_config_to_proto
+from flwr.proto.control_pb2 import (  # pylint: disable=E0611
+    ListRunsRequest,
+    StartRunRequest,
+    StopRunRequest,
+)
+from flwr.supercore.control.control_http_client import ControlHttpClient
+from flwr.supercore.fab import Fab
+from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
+
+import sweeper
+from sweeper.config import TrialConfig
+from sweeper.errors import SweeperError
+from sweeper.fl.deploy_apps import STATS_PATH, TRIAL_CONFIG, read_stats
+from sweeper.fl.processes import Processes, free_port, wait_for_port
+from sweeper.fl.strategy import RoundStats
+from sweeper.kws.task import trial_data
+
+HOST = "127.0.0.1"
+START_TIMEOUT_S = 60.0
+RUN_TIMEOUT_S = 3600.0
+POLL_S = 0.2
+
+PYPROJECT = """\
+[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "sweeper-trial"
+version = "1.0.0"
+description = "One sweeper trial"
+license = "Apache-2.0"
+
+[tool.flwr.app]
+publisher = "sweeper"
+
+[tool.flwr.app.components]
+serverapp = "sweeper.fl.deploy_apps:server_app"
+clientapp = "sweeper.fl.deploy_apps:client_app"
+
+[tool.flwr.app.config]
+trial-config = ""
+stats-path = ""
+"""
+
+
+@dataclass
+class Federation:
+    """The running processes of one trial's deployment and where to reach them."""
+
+    procs: Processes
+    home: Path
+    superlink: str  # host:port of the SuperLink (Fleet, Control and Runtime APIs)
+    env: dict[str, str]
+    nodes: list[str]  # process names of the SuperNodes, by partition id
+
+
+def run_federation(config: TrialConfig) -> list[RoundStats]:
+    """Run the trial on a SuperLink and `num_clients` SuperNodes; every process is gone
+    when this returns or raises."""
+    trial_data(config)  # corpus and features cached once, before any process reads them
+    home = Path(tempfile.mkdtemp(prefix="sweeper-deploy-"))
+    procs = Processes(home)
+    try:
+        federation = start(config, home, procs)
+        return run(federation, config)
+    finally:
+        procs.close()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _env(home: Path) -> dict[str, str]:
+    """The trial's environment for Flower's processes: a private FLWR_HOME (apps are
+    installed there; the user's ~/.flwr is untouched) and this `sweeper` on the path."""
+    env = dict(os.environ)
+    root = str(Path(sweeper.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    env["FLWR_HOME"] = str(home / "flwr")
+    env["HOME"] = str(home)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _bin(name: str) -> str:
+    """A Flower console script of this interpreter's environment."""
+    path = Path(sys.executable).parent / name
+    return str(path) if path.exists() else name
+
+
+def start(config: TrialConfig, home: Path, procs: Processes) -> Federation:
+    env = _env(home)
+    port = free_port(HOST)
+    link = f"{HOST}:{port}"
+    superlink = procs.start("superlink", [
+        _bin("flower-superlink"), "--insecure", "--host", HOST, "--port", str(port),
+        "--isolation", "process", "--disable-runtime-dependency-installation"], env)
+    if not wait_for_port(HOST, port, START_TIMEOUT_S, lambda: superlink.poll() is None):
+        raise SweeperError("deployment: flower-superlink did not start: "
+                           + procs.log_tail("superlink"))
+    procs.start("superexec-link", [_bin("flower-superexec"), "--insecure",
+                                   "--runtime-api-address", link], env)
+    nodes = []
+    for partition in range(config.scenario.num_clients):
+        node_port = free_port(HOST)
+        name = f"supernode-{partition}"
+        procs.start(name, [
+            _bin("flower-supernode"), "--insecure", "--superlink", link,
+            "--node-config", f"partition-id={partition} "
+                             f"num-partitions={config.scenario.num_clients}",
+            "--isolation", "process", "--host", HOST, "--port", str(node_port)], env)
+        procs.start(f"superexec-{partition}", [
+            _bin("flower-superexec"), "--insecure",
+            "--runtime-api-address", f"{HOST}:{node_port}"], env)
+        nodes.append(name)
+    return Federation(procs, home, link, env, nodes)
+
+
+def _fab() -> Fab:
+    from flwr.cli.build import build_fab_from_files
+
+    content, _ = build_fab_from_files({"pyproject.toml": PYPROJECT.encode()})
+    return Fab(hashlib.sha256(content).hexdigest(), content, {})
+
+
+def _control(address: str) -> ControlHttpClient:
+    return ControlHttpClient.from_server_address(
+        server_address=address, insecure=True, root_certificates=None,
+        interceptors=[RuntimeVersionHttpInterceptor(component_name="sweeper")])
+
+
+def run(federation: Federation, config: TrialConfig) -> list[RoundStats]:
+    """Start the trial's run on the federation and wait for it to finish."""
+    stats_path = federation.home / "rounds.json"
+    overrides = {TRIAL_CONFIG: config.to_json(), STATS_PATH: str(stats_path)}
+    control = _control(federation.superlink)
+    try:
+        res = control.StartRun(StartRunRequest(
+            fab=fab_to_proto(_fab()), override_config=user_config_to_proto(overrides)))
+        if not res.HasField("run_id"):
+            raise SweeperError("deployment: the SuperLink did not start the run")
+        run_id = res.run_id
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while True:
+            run = control.ListRuns(ListRunsRequest(run_id=run_id)).run_dict[run_id]
+            if run.status.status == Status.FINISHED:
+                break
+            dead = [name for name, proc in federation.procs.procs.items()
+                    if proc.poll() is not None and not name.startswith("supernode-")]
+            if dead or time.monotonic() > deadline:
+                control.StopRun(StopRunRequest(run_id=run_id))
+                why = (f"{dead[0]} exited: {federation.procs.log_tail(dead[0])}" if dead
+                       else f"run not finished after {RUN_TIMEOUT_S:g} s")
+                raise SweeperError(f"deployment: {why}")
+            time.sleep(POLL_S)
+    finally:
+        control.close()
+    if run.status.sub_status != SubStatus.COMPLETED:
+        raise SweeperError(f"deployment: run {run.status.sub_status}: "
+                           f"{run.status.details or 'no details'}")
+    if not stats_path.exists():
+        raise SweeperError("deployment: the ServerApp finished without writing its rounds")
+    return read_stats(stats_path)
