@@ -124,7 +124,10 @@ class Scenario:
     dirichlet_alpha: float = 0.5  # partition: dirichlet; small = skewed labels per client
     rounds: int = 3
     client_eval: bool = True  # clients also evaluate the global model on held-out local data
-    engine: str = "simulation"
+    engine: str = "simulation"  # "simulation" | "deployment" (SuperLink, SuperNodes)
+    # deployment: "loopback", or "netns": each SuperNode in a network namespace, its link
+    # shaped from network_profile and its bytes on the wire counted (root only)
+    deploy_network: str = "loopback"
     host_profile: str = "laptop"
     network_profile: str = "wifi"
     device_profile: str | None = None  # clients' compute as FLOPs x this device's J/FLOP

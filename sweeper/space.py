@@ -27,6 +27,7 @@ SCENARIO_CHOICES = {
     "task": ("12", "35"),
     "partition": ("speaker", "iid", "dirichlet"),
     "engine": ("simulation", "deployment"),
+    "deploy_network": ("loopback", "netns"),
     "isolation": ("shared", "node"),
 }
 

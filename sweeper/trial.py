@@ -21,6 +21,8 @@ from sweeper.energy.ledger import EnergyLedger
 from sweeper.energy.node import NodeMeter, open_node_meter
 from sweeper.errors import SweeperError
 from sweeper.fl import run_trial_federation
+from sweeper.fl.wire import FIELDS as WIRE_FIELDS
+from sweeper.fl.wire import wire_summary
 from sweeper.fronts import PruneRule
 from sweeper.kws.dataset import client_partitions, dataset_root, partition_stats
 from sweeper.kws.task import model_info
@@ -152,8 +154,22 @@ def _result(config: TrialConfig, rounds: list, meter: NodeMeter | None) -> Trial
               "selection_cpu_s": [stats.selection_cpu_s for stats in rounds],
               "bytes_by_client": _by_client(rounds, lambda s: {
                   node: {"up": up, "down": down}
-                  for node, (up, down) in s.bytes_by_client.items()})},
+                  for node, (up, down) in s.bytes_by_client.items()}),
+              "engine": config.scenario.engine,
+              "engine_notes": sorted({note for stats in rounds for note in stats.notes}),
+              **_wire(rounds)},
     )
+
+
+def _wire(rounds: list) -> dict:
+    """Bytes measured on the clients' links, where the engine measured them."""
+    summary = wire_summary(rounds)
+    if summary is None:
+        return {}
+    return {"wire": summary,
+            "wire_by_client": {stats.round: {str(p): dict(zip(WIRE_FIELDS, v, strict=True))
+                                             for p, v in sorted(stats.wire_by_client.items())}
+                               for stats in rounds}}
 
 
 def prepare(scenario: Scenario, seed: int,

@@ -16,9 +16,11 @@ from sweeper.config import TrialConfig
 from sweeper.fl.client_app import app as client_app
 from sweeper.fl.server_app import serve
 from sweeper.fl.strategy import RoundStats
+from sweeper.fl.wire import WireCounters
 
 TRIAL_CONFIG = "trial-config"
 STATS_PATH = "stats-path"
+WIRE_INTERFACES = "wire-interfaces"  # the clients' host-side veths, by partition, comma-joined
 
 server_app = ServerApp()
 __all__ = ["client_app", "server_app", "write_stats"]
@@ -28,7 +30,17 @@ __all__ = ["client_app", "server_app", "write_stats"]
 def main(grid: Grid, context: Context) -> None:
     config = TrialConfig.from_json(str(context.run_config[TRIAL_CONFIG]))
     path = Path(str(context.run_config[STATS_PATH]))
-    serve(grid, config, lambda rounds: write_stats(path, rounds))
+    interfaces = [i for i in str(context.run_config.get(WIRE_INTERFACES, "")).split(",") if i]
+    counters = WireCounters(interfaces) if interfaces else None
+
+    def done(rounds: list[RoundStats]) -> None:
+        if counters is not None:
+            counters.finish()
+            for stats in rounds:
+                stats.wire_by_client = counters.by_round.get(stats.round, {})
+        write_stats(path, rounds)
+
+    serve(grid, config, done, counters)
 
 
 def write_stats(path: Path, rounds: list[RoundStats]) -> None:

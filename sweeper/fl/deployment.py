@@ -10,7 +10,9 @@ of the process group the trial kills when it ends.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import sys
@@ -33,7 +35,8 @@ from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
 import sweeper
 from sweeper.config import TrialConfig
 from sweeper.errors import SweeperError
-from sweeper.fl.deploy_apps import STATS_PATH, TRIAL_CONFIG, read_stats
+from sweeper.fl.deploy_apps import STATS_PATH, TRIAL_CONFIG, WIRE_INTERFACES, read_stats
+from sweeper.fl.netns import Network, link_shape, unavailable
 from sweeper.fl.processes import Processes, free_port, wait_for_port
 from sweeper.fl.strategy import RoundStats
 from sweeper.kws.task import trial_data
@@ -42,6 +45,7 @@ HOST = "127.0.0.1"
 START_TIMEOUT_S = 60.0
 RUN_TIMEOUT_S = 3600.0
 POLL_S = 0.2
+log = logging.getLogger(__name__)
 
 PYPROJECT = """\
 [build-system]
@@ -64,6 +68,7 @@ clientapp = "sweeper.fl.deploy_apps:client_app"
 [tool.flwr.app.config]
 trial-config = ""
 stats-path = ""
+wire-interfaces = ""
 """
 
 
@@ -76,20 +81,43 @@ class Federation:
     superlink: str  # host:port of the SuperLink (Fleet, Control and Runtime APIs)
     env: dict[str, str]
     nodes: list[str]  # process names of the SuperNodes, by partition id
+    network: Network | None  # the clients' namespaces and links, if any
+    notes: list[str]
 
 
 def run_federation(config: TrialConfig) -> list[RoundStats]:
-    """Run the trial on a SuperLink and `num_clients` SuperNodes; every process is gone
-    when this returns or raises."""
+    """Run the trial on a SuperLink and `num_clients` SuperNodes; every process, namespace
+    and link is gone when this returns or raises."""
     trial_data(config)  # corpus and features cached once, before any process reads them
     home = Path(tempfile.mkdtemp(prefix="sweeper-deploy-"))
     procs = Processes(home)
-    try:
-        federation = start(config, home, procs)
-        return run(federation, config)
-    finally:
-        procs.close()
-        shutil.rmtree(home, ignore_errors=True)
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, home, ignore_errors=True)
+        network, notes = _network(config, stack)
+        stack.callback(procs.close)  # processes go before their namespaces
+        federation = start(config, home, procs, network)
+        federation.notes = notes + (network.notes if network else [])
+        rounds = run(federation, config)
+        for stats in rounds:
+            stats.notes = list(federation.notes)
+        return rounds
+
+
+def _network(config: TrialConfig, stack: contextlib.ExitStack
+             ) -> tuple[Network | None, list[str]]:
+    """The clients' namespaces if the scenario asks for them and this machine has them."""
+    if config.scenario.deploy_network != "netns":
+        return None, []
+    reason = unavailable()
+    if reason is None:
+        try:
+            shape = link_shape(config.scenario.network_profile)
+            return stack.enter_context(Network(config.scenario.num_clients, shape)), []
+        except SweeperError as exc:
+            reason = str(exc)
+    note = f"deploy_network netns unavailable ({reason}): ran unshaped on loopback"
+    log.warning(note)
+    return None, [note]
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -110,32 +138,36 @@ def _bin(name: str) -> str:
     return str(path) if path.exists() else name
 
 
-def start(config: TrialConfig, home: Path, procs: Processes) -> Federation:
+def start(config: TrialConfig, home: Path, procs: Processes,
+          network: Network | None = None) -> Federation:
     env = _env(home)
-    port = free_port(HOST)
-    link = f"{HOST}:{port}"
+    host = network.server_address if network else HOST
+    port = free_port(host)
+    link = f"{host}:{port}"
     superlink = procs.start("superlink", [
-        _bin("flower-superlink"), "--insecure", "--host", HOST, "--port", str(port),
+        _bin("flower-superlink"), "--insecure", "--host", host, "--port", str(port),
         "--isolation", "process", "--disable-runtime-dependency-installation"], env)
-    if not wait_for_port(HOST, port, START_TIMEOUT_S, lambda: superlink.poll() is None):
+    if not wait_for_port(host, port, START_TIMEOUT_S, lambda: superlink.poll() is None):
         raise SweeperError("deployment: flower-superlink did not start: "
                            + procs.log_tail("superlink"))
     procs.start("superexec-link", [_bin("flower-superexec"), "--insecure",
                                    "--runtime-api-address", link], env)
     nodes = []
     for partition in range(config.scenario.num_clients):
+        # The SuperNode's own Runtime API (for its ClientApps) stays on its loopback.
         node_port = free_port(HOST)
+        prefix = network.exec_prefix(partition) if network else []
         name = f"supernode-{partition}"
         procs.start(name, [
-            _bin("flower-supernode"), "--insecure", "--superlink", link,
+            *prefix, _bin("flower-supernode"), "--insecure", "--superlink", link,
             "--node-config", f"partition-id={partition} "
                              f"num-partitions={config.scenario.num_clients}",
             "--isolation", "process", "--host", HOST, "--port", str(node_port)], env)
         procs.start(f"superexec-{partition}", [
-            _bin("flower-superexec"), "--insecure",
+            *prefix, _bin("flower-superexec"), "--insecure",
             "--runtime-api-address", f"{HOST}:{node_port}"], env)
         nodes.append(name)
-    return Federation(procs, home, link, env, nodes)
+    return Federation(procs, home, link, env, nodes, network, [])
 
 
 def _fab() -> Fab:
@@ -154,7 +186,9 @@ def _control(address: str) -> ControlHttpClient:
 def run(federation: Federation, config: TrialConfig) -> list[RoundStats]:
     """Start the trial's run on the federation and wait for it to finish."""
     stats_path = federation.home / "rounds.json"
-    overrides = {TRIAL_CONFIG: config.to_json(), STATS_PATH: str(stats_path)}
+    overrides = {TRIAL_CONFIG: config.to_json(), STATS_PATH: str(stats_path),
+                 WIRE_INTERFACES: ",".join(c.host_if for c in federation.network.clients)
+                 if federation.network else ""}
     control = _control(federation.superlink)
     try:
         res = control.StartRun(StartRunRequest(

@@ -59,6 +59,10 @@ class RoundStats:
     wall_s: float = 0.0
     started: float = 0.0
     stopped: str | None = None  # why the federation ended after this round, if it did
+    # partition: [up, down bytes, up, down packets] on the client's link (deployment engine
+    # in network namespaces); empty where not measured
+    wire_by_client: dict[int, list[int]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the engine could not do as asked
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,7 +71,7 @@ class RoundStats:
     def from_dict(cls, data: dict[str, Any]) -> RoundStats:
         """The inverse of `to_dict` after a JSON round trip (node ids back to ints)."""
         data = dict(data)
-        for key in _BY_NODE:
+        for key in _INT_KEYED:
             data[key] = {int(node): value for node, value in data[key].items()}
         return cls(**data)
 
@@ -79,7 +83,8 @@ class RoundStats:
         per[1] += down
 
 
-_BY_NODE = ("bytes_by_client", "client_of_node", "cpu_s_by_client", "examples_by_client")
+_INT_KEYED = ("bytes_by_client", "client_of_node", "cpu_s_by_client", "examples_by_client",
+              "wire_by_client")
 
 
 class AccountingMixin:
