@@ -3,6 +3,10 @@ against the simulation engine on the same config and seed."""
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -64,3 +68,42 @@ def test_deployment_matches_simulation(loopback_pair) -> None:
 def test_no_flower_process_outlives_the_trial(loopback_pair) -> None:
     _, _, before, after = loopback_pair
     assert after <= before, f"left behind: {sorted(after - before)}"
+
+
+def _pids_running(command: str, *args: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if command in cmdline and all(arg in cmdline for arg in args):
+                pids.append(int(proc.name))
+    return pids
+
+
+def test_a_supernode_killed_mid_round_fails_the_trial_and_leaves_nothing() -> None:
+    """SIGKILL to SuperNode 1 (and its ClientApp) while clients train: the trial fails at
+    once with the reason (Flower alone would wait 60 s of heartbeats, then for ever for the
+    next round's nodes), and no process is left."""
+    before = flower_processes()
+    killed: list[int] = []
+
+    def kill_when_training() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not killed:
+            if _pids_running("flwr-clientapp"):
+                for pid in _pids_running("flower-supernode", "partition-id=1 "):
+                    os.killpg(pid, signal.SIGKILL)
+                    killed.append(pid)
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_when_training, daemon=True)
+    killer.start()
+    result = run_trial(tiny_config("deployment"))
+    killer.join()
+    assert killed
+    assert result.status == "failed"
+    assert "supernode-1 killed by SIGKILL during the run" in result.reason, result.reason
+    assert flower_processes() <= before

@@ -14,16 +14,16 @@ from sweeper.fl.netns import LinkShape
 from sweeper.result import TrialResult
 from sweeper.trial import run_trial
 
-SLOW = LinkShape(up_mbps=0.2, down_mbps=0.2)  # a cell-edge link, to make transfer time show
+SLOW = LinkShape(up_mbps=0.1, down_mbps=0.1)  # a cell-edge link: transfers outlast noise
 
 pytestmark = pytest.mark.skipif(netns.unavailable() is not None,
                                 reason=str(netns.unavailable()))
 
 
-def _run(profile: str, codec: str) -> TrialResult:
+def _run(profile: str, width: float) -> TrialResult:
     config = tiny_config("deployment", deploy_network="netns", network_profile=profile,
                          num_clients=2, rounds=1)
-    config.leverages["update_codec"] = codec
+    config.leverages.update(update_codec="none", width=width)
     result = run_trial(config)
     assert result.status == "ok", result.reason
     return result
@@ -34,35 +34,38 @@ def runs() -> dict[str, TrialResult]:
     before = flower_processes()
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(netns.LINK_SHAPES, "lte", SLOW)
-        out = {"int8": _run("wifi", "int8"), "none": _run("wifi", "none"),
-               "slow": _run("lte", "int8")}
+        out = {"small": _run("wifi", 1.0), "large": _run("wifi", 2.0),
+               "slow": _run("lte", 1.0)}
     out["left"] = flower_processes() - before
-    for name in ("int8", "none", "slow"):  # shown with -s: the protocol overhead measured
+    for name in ("small", "large", "slow"):  # shown with -s: the protocol overhead measured
         print(name, out[name].rounds[0].wall_s, out[name].info["wire"])
     return out
 
 
 def test_measured_bytes_are_accounting_plus_protocol_overhead(runs) -> None:
-    """The overhead (HTTP headers of every request, TCP/IP/Ethernet headers, polls and
-    heartbeats) is taken from one run and predicts the wire bytes of a run with 3.5x larger
-    updates to within 10%."""
-    small, large = runs["int8"].info["wire"], runs["none"].info["wire"]
+    """The overhead (HTTP headers of every request, one per object of a message; TCP/IP and
+    Ethernet headers; polls and heartbeats) is taken from one run and predicts the wire
+    bytes of a run whose messages are 3.5x larger (same arrays, twice the channels) to
+    within 10%."""
+    small, large = runs["small"].info["wire"], runs["large"].info["wire"]
     for direction in ("up", "down"):
         assert small[f"overhead_{direction}_bytes"] > 0  # the wire carries more than payload
         predicted = large[f"accounted_{direction}_bytes"] + small[f"overhead_{direction}_bytes"]
         assert large[f"wire_{direction}_bytes"] == pytest.approx(predicted, rel=0.10)
     assert large["accounted_up_bytes"] > 3 * small["accounted_up_bytes"]
-    per_client = runs["int8"].info["wire_by_client"][1]
+    per_client = runs["small"].info["wire_by_client"][1]
     assert set(per_client) == {"0", "1"}
     assert all(v["up_bytes"] > 0 and v["down_bytes"] > 0 for v in per_client.values())
 
 
 def test_a_slower_link_gives_a_longer_round(runs) -> None:
-    fast, slow = runs["int8"], runs["slow"]
+    fast, slow = runs["small"], runs["slow"]
     wire = max(slow.info["wire_by_client"][1].values(), key=lambda v: v["down_bytes"])
     transfer_s = 8 * (wire["up_bytes"] + wire["down_bytes"]) / (SLOW.up_mbps * 1e6)
-    assert transfer_s > 8
-    assert slow.rounds[0].wall_s > fast.rounds[0].wall_s + 0.5 * transfer_s
+    assert transfer_s > 15
+    # Transfers overlap with the other client's and with CPU work, and the machine is
+    # shared: a quarter of the slowest client's transfer time is a safe margin.
+    assert slow.rounds[0].wall_s > fast.rounds[0].wall_s + 0.25 * transfer_s
 
 
 def test_namespaces_links_and_processes_are_removed(runs) -> None:

@@ -201,11 +201,13 @@ def run(federation: Federation, config: TrialConfig) -> list[RoundStats]:
             run = control.ListRuns(ListRunsRequest(run_id=run_id)).run_dict[run_id]
             if run.status.status == Status.FINISHED:
                 break
-            dead = [name for name, proc in federation.procs.procs.items()
-                    if proc.poll() is not None and not name.startswith("supernode-")]
+            # A lost SuperNode would hold the next round until Flower's heartbeat patience
+            # (2 x 30 s) runs out, and then for ever for want of nodes: fail now, saying why.
+            dead = federation.procs.exited()
             if dead or time.monotonic() > deadline:
-                control.StopRun(StopRunRequest(run_id=run_id))
-                why = (f"{dead[0]} exited: {federation.procs.log_tail(dead[0])}" if dead
+                with contextlib.suppress(Exception):
+                    control.StopRun(StopRunRequest(run_id=run_id))
+                why = (f"{dead} during the run" if dead
                        else f"run not finished after {RUN_TIMEOUT_S:g} s")
                 raise SweeperError(f"deployment: {why}")
             time.sleep(POLL_S)

@@ -66,6 +66,17 @@ class Processes:
         text = path.read_text(errors="replace").strip().splitlines()
         return " | ".join(line.strip() for line in text[-lines:])
 
+    def exited(self) -> str | None:
+        """The first process that has exited, how, and the end of its log; or None."""
+        for name, proc in self.procs.items():
+            code = proc.poll()
+            if code is not None:
+                how = (f"killed by {signal.Signals(-code).name}" if code < 0
+                       else f"exited with code {code}")
+                tail = self.log_tail(name, 1)
+                return f"{name} {how}" + (f" ({tail})" if tail and code > 0 else "")
+        return None
+
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.procs[name]
         with contextlib.suppress(ProcessLookupError):
