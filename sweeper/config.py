@@ -106,6 +106,9 @@ LEVERAGES: dict[str, LeverageSpec] = {
     "gpu_power_limit_w": LeverageSpec("float", None, "GPU power cap through NVML", low=10.0,
                                       high=1000.0),
     "batch_size": LeverageSpec("int", 32, "local mini-batch size", low=1, high=4096),
+    "engine": LeverageSpec("categorical", None, "Flower runtime: in-process simulation, or "
+                           "SuperLink and SuperNode processes (default: scenario.engine)",
+                           choices=("simulation", "deployment")),
 }
 
 
@@ -178,7 +181,13 @@ def resolve_leverages(values: dict[str, Any], scenario: Scenario) -> dict[str, A
     resolved["clients_per_round"] = clients_count(resolved["clients_per_round"],
                                                   scenario.num_clients)
     resolved["rounds"] = int(resolved["rounds"] or scenario.rounds)
+    resolved["engine"] = resolved["engine"] or scenario.engine
     return resolved
+
+
+def engine_of(config: TrialConfig) -> str:
+    """The trial's Flower runtime: its `engine` leverage, else its scenario's."""
+    return str(config.leverages.get("engine") or config.scenario.engine)
 
 
 def clients_count(value: float | int | None, num_clients: int) -> int:

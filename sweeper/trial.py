@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 
 from sweeper import speed
-from sweeper.config import Scenario, TrialConfig
+from sweeper.config import Scenario, TrialConfig, engine_of
 from sweeper.energy import (
     RoundUsage,
     co2_g,
@@ -155,7 +155,7 @@ def _result(config: TrialConfig, rounds: list, meter: NodeMeter | None) -> Trial
               "bytes_by_client": _by_client(rounds, lambda s: {
                   node: {"up": up, "down": down}
                   for node, (up, down) in s.bytes_by_client.items()}),
-              "engine": config.scenario.engine,
+              "engine": engine_of(config),
               "engine_notes": sorted({note for stats in rounds for note in stats.notes}),
               **_wire(rounds)},
     )

@@ -5,7 +5,7 @@ Nothing here knows about Optuna, Ray Tune or MLflow.
 
 from __future__ import annotations
 
-from sweeper.config import TrialConfig
+from sweeper.config import TrialConfig, engine_of
 from sweeper.errors import SweeperError
 from sweeper.fl.strategy import RoundStats
 
@@ -13,7 +13,7 @@ from sweeper.fl.strategy import RoundStats
 def run_trial_federation(config: TrialConfig, watcher=None) -> list[RoundStats]:
     """Run the trial's federation on its engine; per-round accounting in round order.
     `watcher` (a `server_app.RoundWatcher`) is told when rounds start and end."""
-    if config.scenario.engine == "deployment":
+    if engine_of(config) == "deployment":
         from sweeper.fl.deployment import run_federation as deploy
 
         if watcher is not None:
