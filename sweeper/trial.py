@@ -77,19 +77,23 @@ class TrialWatcher:
 
 
 def _usage(stats) -> RoundUsage:
+    wire = stats.wire_by_client.values()
     return RoundUsage(stats.client_cpu_s, stats.server_cpu_s, stats.bytes_up,
-                      stats.bytes_down, stats.client_flops, stats.node_j)
+                      stats.bytes_down, stats.client_flops, stats.node_j,
+                      sum(v[0] for v in wire) if wire else None,
+                      sum(v[1] for v in wire) if wire else None)
 
 
-def _ledger(config: TrialConfig, meter: NodeMeter | None) -> EnergyLedger:
+def _ledger(config: TrialConfig, meter: NodeMeter | None, wire: bool = False) -> EnergyLedger:
+    """`wire`: communication energy from the bytes measured on the clients' links."""
     profiles = load_profiles()
     scenario = config.scenario
     network = profiles.networks[scenario.network_profile]
     if meter is not None:
-        return measured_node_ledger(meter.name, network)
+        return measured_node_ledger(meter.name, network, wire)
     device = profiles.devices[scenario.device_profile] if scenario.device_profile else None
     return modeled_ledger(profiles.hosts[scenario.host_profile], network, device,
-                          str(config.leverages["precision"]))
+                          str(config.leverages["precision"]), wire)
 
 
 def _node_meter(scenario: Scenario) -> tuple[NodeMeter | None, dict[str, object]]:
@@ -118,7 +122,7 @@ def _by_client(rounds: list, values: Callable[[object], dict]) -> dict:
 def _result(config: TrialConfig, rounds: list, meter: NodeMeter | None) -> TrialResult:
     profiles = load_profiles()
     scenario = config.scenario
-    ledger = _ledger(config, meter)
+    ledger = _ledger(config, meter, wire=all(stats.wire_by_client for stats in rounds))
     records = []
     for stats in rounds:
         if stats.clients_ok == 0:

@@ -13,6 +13,7 @@ import pytest
 from conftest import TINY_SCENARIO
 
 from sweeper.config import Scenario, TrialConfig, resolve_leverages
+from sweeper.fronts import PruneRule
 from sweeper.result import TrialResult
 from sweeper.trial import run_trial
 
@@ -107,3 +108,13 @@ def test_a_supernode_killed_mid_round_fails_the_trial_and_leaves_nothing() -> No
     assert result.status == "failed"
     assert "supernode-1 killed by SIGKILL during the run" in result.reason, result.reason
     assert flower_processes() <= before
+
+
+def test_the_trials_watcher_is_asked_across_processes() -> None:
+    """The ServerApp runs in flwr-serverapp; the prune rule lives in the trial's process and
+    still stops the federation after the first round, as under the simulation engine."""
+    config = tiny_config("deployment", rounds=3)
+    result = run_trial(config, PruneRule(0.0, ((0.5, 1e-9),)))
+    assert result.status == "pruned", result.reason
+    assert [r.round for r in result.rounds] == [1]
+    assert result.reason.startswith("round 1: pruned")

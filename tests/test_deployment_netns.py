@@ -53,6 +53,8 @@ def test_measured_bytes_are_accounting_plus_protocol_overhead(runs) -> None:
         predicted = large[f"accounted_{direction}_bytes"] + small[f"overhead_{direction}_bytes"]
         assert large[f"wire_{direction}_bytes"] == pytest.approx(predicted, rel=0.10)
     assert large["accounted_up_bytes"] > 3 * small["accounted_up_bytes"]
+    # The communication energy is priced on the measured bytes.
+    assert runs["small"].meters["communication_j"].meter.startswith("wire_bytes")
     per_client = runs["small"].info["wire_by_client"][1]
     assert set(per_client) == {"0", "1"}
     assert all(v["up_bytes"] > 0 and v["down_bytes"] > 0 for v in per_client.values())

@@ -24,6 +24,8 @@ class RoundUsage:
     bytes_down: int  # serialized payload bytes, server -> clients
     client_flops: float = 0.0  # FLOPs of the clients' training, evaluation and selection
     node_j: dict[str, float] | None = None  # a node meter's joules per zone over the round
+    wire_up: int | None = None  # bytes measured on the clients' links (deployment engine)
+    wire_down: int | None = None
 
 
 class Meter(Protocol):
@@ -67,6 +69,22 @@ class PayloadBytesMeter:
     def joules(self, usage: RoundUsage) -> float:
         return (usage.bytes_up * self.network.j_per_byte_up
                 + usage.bytes_down * self.network.j_per_byte_down)
+
+
+class WireBytesMeter(PayloadBytesMeter):
+    """Communication energy from the bytes measured on the clients' links (payload plus
+    protocol overhead), x J/byte of a network profile."""
+
+    def __init__(self, network: NetworkProfile) -> None:
+        super().__init__(network)
+        self.info = MeterInfo(
+            meter=f"wire_bytes (veth counters) x network '{network.name}' "
+            f"(up {network.j_per_byte_up:g} J/B, down {network.j_per_byte_down:g} J/B; "
+            f"{network.source})", kind="modeled")
+
+    def joules(self, usage: RoundUsage) -> float:
+        return ((usage.wire_up or 0) * self.network.j_per_byte_up
+                + (usage.wire_down or 0) * self.network.j_per_byte_down)
 
 
 class DeviceFlopsMeter:
@@ -119,17 +137,23 @@ class EnergyLedger:
 
 
 def modeled_ledger(host: HostProfile, network: NetworkProfile,
-                   device: DeviceProfile | None = None, precision: str = "fp32") -> EnergyLedger:
+                   device: DeviceProfile | None = None, precision: str = "fp32",
+                   wire: bool = False) -> EnergyLedger:
     """The always-available ledger: client compute (CPU time on the host, or FLOPs on a
-    device profile), server CPU time, and payload bytes."""
+    device profile), server CPU time, and payload bytes (bytes on the wire with `wire`)."""
     client: Meter = (DeviceFlopsMeter(device, precision) if device is not None
                      else CpuTimeMeter("client", host))
-    return EnergyLedger([client, CpuTimeMeter("server", host), PayloadBytesMeter(network)])
+    return EnergyLedger([client, CpuTimeMeter("server", host), _bytes_meter(network, wire)])
 
 
-def measured_node_ledger(node_meter: str, network: NetworkProfile) -> EnergyLedger:
+def measured_node_ledger(node_meter: str, network: NetworkProfile,
+                         wire: bool = False) -> EnergyLedger:
     """Node counters for all compute of the round, payload bytes for communication."""
-    return EnergyLedger([NodeEnergyMeter(node_meter), PayloadBytesMeter(network)])
+    return EnergyLedger([NodeEnergyMeter(node_meter), _bytes_meter(network, wire)])
+
+
+def _bytes_meter(network: NetworkProfile, wire: bool) -> Meter:
+    return WireBytesMeter(network) if wire else PayloadBytesMeter(network)
 
 
 def co2_g(joules: float, intensity: CarbonIntensity) -> float:

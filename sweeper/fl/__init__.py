@@ -6,7 +6,6 @@ Nothing here knows about Optuna, Ray Tune or MLflow.
 from __future__ import annotations
 
 from sweeper.config import TrialConfig, engine_of
-from sweeper.errors import SweeperError
 from sweeper.fl.strategy import RoundStats
 
 
@@ -16,10 +15,7 @@ def run_trial_federation(config: TrialConfig, watcher=None) -> list[RoundStats]:
     if engine_of(config) == "deployment":
         from sweeper.fl.deployment import run_federation as deploy
 
-        if watcher is not None:
-            raise SweeperError("engine deployment: node meters and pruning are not "
-                               "available yet (use meters: modeled, no pruning)")
-        return deploy(config)
+        return deploy(config, watcher)
 
     from sweeper.fl.client_app import app as client_app
     from sweeper.fl.server_app import build_server_app

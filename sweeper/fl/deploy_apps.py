@@ -14,13 +14,15 @@ from flwr.serverapp import Grid, ServerApp
 
 from sweeper.config import TrialConfig
 from sweeper.fl.client_app import app as client_app
-from sweeper.fl.server_app import serve
+from sweeper.fl.relay import RelayedWatcher
+from sweeper.fl.server_app import Watchers, serve
 from sweeper.fl.strategy import RoundStats
 from sweeper.fl.wire import WireCounters
 
 TRIAL_CONFIG = "trial-config"
 STATS_PATH = "stats-path"
 WIRE_INTERFACES = "wire-interfaces"  # the clients' host-side veths, by partition, comma-joined
+WATCHER_DIR = "watcher-dir"  # where the trial's RoundWatcher is asked (see fl/relay.py)
 
 server_app = ServerApp()
 __all__ = ["client_app", "server_app", "write_stats"]
@@ -32,6 +34,8 @@ def main(grid: Grid, context: Context) -> None:
     path = Path(str(context.run_config[STATS_PATH]))
     interfaces = [i for i in str(context.run_config.get(WIRE_INTERFACES, "")).split(",") if i]
     counters = WireCounters(interfaces) if interfaces else None
+    relay_dir = str(context.run_config.get(WATCHER_DIR, ""))
+    relayed = RelayedWatcher(Path(relay_dir)) if relay_dir else None
 
     def done(rounds: list[RoundStats]) -> None:
         if counters is not None:
@@ -40,7 +44,8 @@ def main(grid: Grid, context: Context) -> None:
                 stats.wire_by_client = counters.by_round.get(stats.round, {})
         write_stats(path, rounds)
 
-    serve(grid, config, done, counters)
+    watchers = Watchers(counters, relayed)
+    serve(grid, config, done, watchers if watchers.watchers else None)
 
 
 def write_stats(path: Path, rounds: list[RoundStats]) -> None:

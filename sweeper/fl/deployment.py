@@ -35,16 +35,24 @@ from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
 import sweeper
 from sweeper.config import TrialConfig
 from sweeper.errors import SweeperError
-from sweeper.fl.deploy_apps import STATS_PATH, TRIAL_CONFIG, WIRE_INTERFACES, read_stats
+from sweeper.fl.deploy_apps import (
+    STATS_PATH,
+    TRIAL_CONFIG,
+    WATCHER_DIR,
+    WIRE_INTERFACES,
+    read_stats,
+)
 from sweeper.fl.netns import Network, link_shape, unavailable
 from sweeper.fl.processes import Processes, free_port, wait_for_port
+from sweeper.fl.relay import Answerer
 from sweeper.fl.strategy import RoundStats
 from sweeper.kws.task import trial_data
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 60.0
 RUN_TIMEOUT_S = 3600.0
-POLL_S = 0.2
+POLL_S = 0.2  # run status
+ANSWER_S = 0.002  # the ServerApp's calls to the trial's watcher
 log = logging.getLogger(__name__)
 
 PYPROJECT = """\
@@ -69,6 +77,7 @@ clientapp = "sweeper.fl.deploy_apps:client_app"
 trial-config = ""
 stats-path = ""
 wire-interfaces = ""
+watcher-dir = ""
 """
 
 
@@ -85,7 +94,7 @@ class Federation:
     notes: list[str]
 
 
-def run_federation(config: TrialConfig) -> list[RoundStats]:
+def run_federation(config: TrialConfig, watcher=None) -> list[RoundStats]:
     """Run the trial on a SuperLink and `num_clients` SuperNodes; every process, namespace
     and link is gone when this returns or raises."""
     trial_data(config)  # corpus and features cached once, before any process reads them
@@ -97,7 +106,7 @@ def run_federation(config: TrialConfig) -> list[RoundStats]:
         stack.callback(procs.close)  # processes go before their namespaces
         federation = start(config, home, procs, network)
         federation.notes = notes + (network.notes if network else [])
-        rounds = run(federation, config)
+        rounds = run(federation, config, watcher)
         for stats in rounds:
             stats.notes = list(federation.notes)
         return rounds
@@ -183,12 +192,19 @@ def _control(address: str) -> ControlHttpClient:
         interceptors=[RuntimeVersionHttpInterceptor(component_name="sweeper")])
 
 
-def run(federation: Federation, config: TrialConfig) -> list[RoundStats]:
-    """Start the trial's run on the federation and wait for it to finish."""
+def run(federation: Federation, config: TrialConfig, watcher=None) -> list[RoundStats]:
+    """Start the trial's run on the federation and wait for it to finish, answering the
+    ServerApp's calls to `watcher` (a `server_app.RoundWatcher`) meanwhile."""
     stats_path = federation.home / "rounds.json"
     overrides = {TRIAL_CONFIG: config.to_json(), STATS_PATH: str(stats_path),
                  WIRE_INTERFACES: ",".join(c.host_if for c in federation.network.clients)
                  if federation.network else ""}
+    answerer = None
+    if watcher is not None:
+        relay_dir = federation.home / "watcher"
+        relay_dir.mkdir()
+        overrides[WATCHER_DIR] = str(relay_dir)
+        answerer = Answerer(relay_dir, watcher)
     control = _control(federation.superlink)
     try:
         res = control.StartRun(StartRunRequest(
@@ -197,7 +213,14 @@ def run(federation: Federation, config: TrialConfig) -> list[RoundStats]:
             raise SweeperError("deployment: the SuperLink did not start the run")
         run_id = res.run_id
         deadline = time.monotonic() + RUN_TIMEOUT_S
+        next_check = 0.0
         while True:
+            if answerer is not None:
+                answerer.poll()
+            if time.monotonic() < next_check:
+                time.sleep(ANSWER_S if answerer is not None else POLL_S)
+                continue
+            next_check = time.monotonic() + (POLL_S if answerer is None else 5 * ANSWER_S)
             run = control.ListRuns(ListRunsRequest(run_id=run_id)).run_dict[run_id]
             if run.status.status == Status.FINISHED:
                 break
@@ -210,7 +233,6 @@ def run(federation: Federation, config: TrialConfig) -> list[RoundStats]:
                 why = (f"{dead} during the run" if dead
                        else f"run not finished after {RUN_TIMEOUT_S:g} s")
                 raise SweeperError(f"deployment: {why}")
-            time.sleep(POLL_S)
     finally:
         control.close()
     if run.status.sub_status != SubStatus.COMPLETED:

@@ -37,6 +37,31 @@ class RoundWatcher(Protocol):
     def stop_reason(self, stats: RoundStats) -> str | None: ...
 
 
+class Watchers:
+    """Several `RoundWatcher`s as one: all are told; the last `node_j` and the first stop
+    reason win."""
+
+    def __init__(self, *watchers: RoundWatcher | None) -> None:
+        self.watchers = [w for w in watchers if w is not None]
+
+    def round_started(self, server_round: int) -> None:
+        for watcher in self.watchers:
+            watcher.round_started(server_round)
+
+    def round_ended(self, server_round: int) -> dict[str, float] | None:
+        node_j = None
+        for watcher in self.watchers:
+            node_j = watcher.round_ended(server_round) or node_j
+        return node_j
+
+    def stop_reason(self, stats: RoundStats) -> str | None:
+        for watcher in self.watchers:
+            reason = watcher.stop_reason(stats)
+            if reason:
+                return reason
+        return None
+
+
 class _StopFederation(Exception):
     pass
 
