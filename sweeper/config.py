@@ -131,6 +131,8 @@ class Scenario:
     # deployment: "loopback", or "netns": each SuperNode in a network namespace, its link
     # shaped from network_profile and its bytes on the wire counted (root only)
     deploy_network: str = "loopback"
+    deploy_tls: bool = False  # deployment: TLS to the SuperLink, certificates made per trial
+    deploy_node_auth: bool = False  # deployment: SuperNode authentication (implies TLS)
     host_profile: str = "laptop"
     network_profile: str = "wifi"
     device_profile: str | None = None  # clients' compute as FLOPs x this device's J/FLOP

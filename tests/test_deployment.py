@@ -13,6 +13,7 @@ import pytest
 from conftest import TINY_SCENARIO
 
 from sweeper.config import Scenario, TrialConfig, resolve_leverages
+from sweeper.fl.deployment import OWNER_ENV
 from sweeper.fronts import PruneRule
 from sweeper.result import TrialResult
 from sweeper.trial import run_trial
@@ -21,18 +22,26 @@ FLOWER_COMMANDS = ("flower-superlink", "flower-supernode", "flower-superexec",
                    "flwr-serverapp", "flwr-clientapp")
 
 
-def flower_processes() -> set[int]:
-    """Pids of Flower's deployment processes on this machine."""
+def ours(command: str, *args: str) -> set[int]:
+    """Pids of processes running `command` (with `args`) started by trials of this process
+    (others may run deployments on the same machine)."""
+    owner = f"{OWNER_ENV}={os.getpid()}".encode()
     found = set()
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
                 cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                environ = (proc / "environ").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if any(command in cmdline for command in FLOWER_COMMANDS):
+            if command in cmdline and all(a in cmdline for a in args) and owner in environ:
                 found.add(int(proc.name))
     return found
+
+
+def flower_processes() -> set[int]:
+    """Pids of Flower's deployment processes started by trials of this process."""
+    return set().union(*(ours(command) for command in FLOWER_COMMANDS))
 
 
 def tiny_config(engine: str, **scenario) -> TrialConfig:
@@ -71,19 +80,6 @@ def test_no_flower_process_outlives_the_trial(loopback_pair) -> None:
     assert after <= before, f"left behind: {sorted(after - before)}"
 
 
-def _pids_running(command: str, *args: str) -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if command in cmdline and all(arg in cmdline for arg in args):
-                pids.append(int(proc.name))
-    return pids
-
-
 def test_a_supernode_killed_mid_round_fails_the_trial_and_leaves_nothing() -> None:
     """SIGKILL to SuperNode 1 (and its ClientApp) while clients train: the trial fails at
     once with the reason (Flower alone would wait 60 s of heartbeats, then for ever for the
@@ -94,8 +90,8 @@ def test_a_supernode_killed_mid_round_fails_the_trial_and_leaves_nothing() -> No
     def kill_when_training() -> None:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not killed:
-            if _pids_running("flwr-clientapp"):
-                for pid in _pids_running("flower-supernode", "partition-id=1 "):
+            if ours("flwr-clientapp"):
+                for pid in ours("flower-supernode", "partition-id=1 "):
                     os.killpg(pid, signal.SIGKILL)
                     killed.append(pid)
             time.sleep(0.05)
@@ -118,3 +114,13 @@ def test_the_trials_watcher_is_asked_across_processes() -> None:
     assert result.status == "pruned", result.reason
     assert [r.round for r in result.rounds] == [1]
     assert result.reason.startswith("round 1: pruned")
+
+
+def test_tls_and_supernode_authentication() -> None:
+    """Certificates made for the trial (CA + SuperLink certificate for its address), every
+    SuperNode with its own key, registered through the Control API before it starts."""
+    result = run_trial(tiny_config("deployment", deploy_node_auth=True, num_clients=2,
+                                   rounds=1))
+    assert result.status == "ok", result.reason
+    assert [r.round for r in result.rounds] == [1] and 0.0 <= result.accuracy <= 1.0
+    assert not flower_processes()

@@ -25,6 +25,7 @@ from flwr.common.constant import Status, SubStatus
 from flwr.common.serde import fab_to_proto, user_config_to_proto
 from flwr.proto.control_pb2 import (  # pylint: disable=E0611
     ListRunsRequest,
+    RegisterNodeRequest,
     StartRunRequest,
     StopRunRequest,
 )
@@ -46,9 +47,11 @@ from sweeper.fl.netns import Network, link_shape, unavailable
 from sweeper.fl.processes import Processes, free_port, wait_for_port
 from sweeper.fl.relay import Answerer
 from sweeper.fl.strategy import RoundStats
+from sweeper.fl.tls import Credentials, make_credentials
 from sweeper.kws.task import trial_data
 
 HOST = "127.0.0.1"
+OWNER_ENV = "SWEEPER_DEPLOYMENT_OWNER"
 START_TIMEOUT_S = 60.0
 RUN_TIMEOUT_S = 3600.0
 POLL_S = 0.2  # run status
@@ -92,6 +95,7 @@ class Federation:
     nodes: list[str]  # process names of the SuperNodes, by partition id
     network: Network | None  # the clients' namespaces and links, if any
     notes: list[str]
+    ca: Path | None = None  # the CA that signed the SuperLink's certificate, with TLS
 
 
 def run_federation(config: TrialConfig, watcher=None) -> list[RoundStats]:
@@ -138,6 +142,7 @@ def _env(home: Path) -> dict[str, str]:
     env["FLWR_HOME"] = str(home / "flwr")
     env["HOME"] = str(home)
     env["PYTHONUNBUFFERED"] = "1"
+    env[OWNER_ENV] = str(os.getpid())  # inherited by every process below: whose they are
     return env
 
 
@@ -149,34 +154,57 @@ def _bin(name: str) -> str:
 
 def start(config: TrialConfig, home: Path, procs: Processes,
           network: Network | None = None) -> Federation:
+    scenario = config.scenario
     env = _env(home)
     host = network.server_address if network else HOST
     port = free_port(host)
     link = f"{host}:{port}"
+    auth = scenario.deploy_node_auth
+    creds = (make_credentials(home / "tls", host, scenario.num_clients if auth else 0)
+             if scenario.deploy_tls or auth else None)
+    served = (["--ssl-certfile", str(creds.cert), "--ssl-keyfile", str(creds.key),
+               "--ssl-ca-certfile", str(creds.ca)] if creds else ["--insecure"])
+    to_link = ["--root-certificates", str(creds.ca)] if creds else ["--insecure"]
     superlink = procs.start("superlink", [
-        _bin("flower-superlink"), "--insecure", "--host", host, "--port", str(port),
-        "--isolation", "process", "--disable-runtime-dependency-installation"], env)
+        _bin("flower-superlink"), *served, *(["--enable-supernode-auth"] if auth else []),
+        "--host", host, "--port", str(port), "--isolation", "process",
+        "--disable-runtime-dependency-installation"], env)
     if not wait_for_port(host, port, START_TIMEOUT_S, lambda: superlink.poll() is None):
         raise SweeperError("deployment: flower-superlink did not start: "
                            + procs.log_tail("superlink"))
-    procs.start("superexec-link", [_bin("flower-superexec"), "--insecure",
+    procs.start("superexec-link", [_bin("flower-superexec"), *to_link,
                                    "--runtime-api-address", link], env)
+    if creds is not None and auth:
+        _register_nodes(link, creds)
     nodes = []
-    for partition in range(config.scenario.num_clients):
+    for partition in range(scenario.num_clients):
         # The SuperNode's own Runtime API (for its ClientApps) stays on its loopback.
         node_port = free_port(HOST)
         prefix = network.exec_prefix(partition) if network else []
         name = f"supernode-{partition}"
+        key = (["--auth-supernode-private-key", str(creds.node_keys[partition])]
+               if creds is not None and auth else [])
         procs.start(name, [
-            *prefix, _bin("flower-supernode"), "--insecure", "--superlink", link,
-            "--node-config", f"partition-id={partition} "
-                             f"num-partitions={config.scenario.num_clients}",
+            *prefix, _bin("flower-supernode"), *to_link, *key, "--superlink", link,
+            "--node-config", f"partition-id={partition} num-partitions={scenario.num_clients}",
             "--isolation", "process", "--host", HOST, "--port", str(node_port)], env)
         procs.start(f"superexec-{partition}", [
             *prefix, _bin("flower-superexec"), "--insecure",
             "--runtime-api-address", f"{HOST}:{node_port}"], env)
         nodes.append(name)
-    return Federation(procs, home, link, env, nodes, network, [])
+    return Federation(procs, home, link, env, nodes, network, [],
+                      creds.ca if creds else None)
+
+
+def _register_nodes(link: str, creds: Credentials) -> None:
+    """With SuperNode authentication only registered public keys may join (what
+    `flwr supernode register` does)."""
+    control = _control(link, creds.ca)
+    try:
+        for public_key in creds.node_public_keys:
+            control.RegisterNode(RegisterNodeRequest(public_key=public_key))
+    finally:
+        control.close()
 
 
 def _fab() -> Fab:
@@ -186,9 +214,10 @@ def _fab() -> Fab:
     return Fab(hashlib.sha256(content).hexdigest(), content, {})
 
 
-def _control(address: str) -> ControlHttpClient:
+def _control(address: str, ca: Path | None = None) -> ControlHttpClient:
     return ControlHttpClient.from_server_address(
-        server_address=address, insecure=True, root_certificates=None,
+        server_address=address, insecure=ca is None,
+        root_certificates=str(ca) if ca else None,
         interceptors=[RuntimeVersionHttpInterceptor(component_name="sweeper")])
 
 
@@ -205,7 +234,7 @@ def run(federation: Federation, config: TrialConfig, watcher=None) -> list[Round
         relay_dir.mkdir()
         overrides[WATCHER_DIR] = str(relay_dir)
         answerer = Answerer(relay_dir, watcher)
-    control = _control(federation.superlink)
+    control = _control(federation.superlink, federation.ca)
     try:
         res = control.StartRun(StartRunRequest(
             fab=fab_to_proto(_fab()), override_config=user_config_to_proto(overrides)))
