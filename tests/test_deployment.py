@@ -13,6 +13,7 @@ import pytest
 from conftest import TINY_SCENARIO
 
 from sweeper.config import Scenario, TrialConfig, resolve_leverages
+from sweeper.fl import deployment
 from sweeper.fl.deployment import OWNER_ENV
 from sweeper.fronts import PruneRule
 from sweeper.result import TrialResult
@@ -54,9 +55,13 @@ def tiny_config(engine: str, **scenario) -> TrialConfig:
 
 @pytest.fixture(scope="module")
 def loopback_pair() -> tuple[TrialResult, TrialResult, set[int], set[int]]:
-    """The same trial on both engines, and the Flower processes before and after."""
+    """The same trial on both engines, and the Flower processes before and after. The
+    deployment asks for namespaces on a machine made to lack them: it must say so and run
+    on loopback."""
     before = flower_processes()
-    deployed = run_trial(tiny_config("deployment"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(deployment, "unavailable", lambda: "no namespaces in this test")
+        deployed = run_trial(tiny_config("deployment", deploy_network="netns"))
     after = flower_processes()
     simulated = run_trial(tiny_config("simulation"))
     return deployed, simulated, before, after
@@ -73,6 +78,15 @@ def test_deployment_matches_simulation(loopback_pair) -> None:
         # Same payloads; only message metadata (node ids, timestamps) differ by a few bytes.
         assert abs(mine.bytes_up - theirs.bytes_up) <= 64 * messages
         assert abs(mine.bytes_down - theirs.bytes_down) <= 64 * messages
+
+
+def test_without_namespaces_it_says_so_and_runs_on_loopback(loopback_pair) -> None:
+    deployed = loopback_pair[0]
+    assert deployed.info["engine_notes"] == [
+        "deploy_network netns unavailable (no namespaces in this test): ran unshaped on "
+        "loopback"]
+    assert "wire" not in deployed.info  # loopback: no per-client link to count on
+    assert deployed.meters["communication_j"].meter.startswith("payload_bytes")
 
 
 def test_no_flower_process_outlives_the_trial(loopback_pair) -> None:
