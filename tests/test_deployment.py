@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -131,3 +133,47 @@ def test_tls_node_auth_and_the_trials_watcher_across_processes() -> None:
     assert [r.round for r in result.rounds] == [1]
     assert result.reason.startswith("round 1: pruned")
     assert not flower_processes()
+
+
+KILLED_TRIAL = """
+import sys
+from sweeper.config import TrialConfig
+from sweeper.trial import run_trial
+run_trial(TrialConfig.from_json(sys.argv[1]))
+"""
+
+
+def test_a_trial_killed_outright_takes_its_processes_along() -> None:
+    """SIGKILL to the trial's own process (no finally runs): its SuperLink, SuperNodes and
+    SuperExecs die with it (PR_SET_PDEATHSIG), and their ClientApps and ServerApp follow."""
+    config = tiny_config("deployment", num_clients=2)
+    trial = subprocess.Popen([sys.executable, "-c", KILLED_TRIAL, config.to_json()],
+                             env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    owner = f"{OWNER_ENV}={trial.pid}".encode()
+
+    def theirs() -> dict[int, bytes]:
+        """pid -> command line of every process the trial started, at any depth."""
+        found = {}
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit() and int(proc.name) != trial.pid:
+                try:
+                    if owner in (proc / "environ").read_bytes().split(b"\0"):
+                        found[int(proc.name)] = (proc / "cmdline").read_bytes()
+                except OSError:
+                    continue
+        return found
+
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not any(
+                b"flwr-clientapp" in cmdline for cmdline in theirs().values()):
+            time.sleep(0.1)
+        assert len(theirs()) >= 6  # SuperLink, 2 SuperNodes, 3 SuperExecs, ClientApps
+    finally:
+        trial.kill()
+        trial.wait()
+    deadline = time.monotonic() + 30
+    while theirs() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not theirs()

@@ -4,7 +4,10 @@ iproute2; skipped with the reason otherwise)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from test_deployment import flower_processes, tiny_config
@@ -72,6 +75,30 @@ def test_a_slower_link_gives_a_longer_round(runs) -> None:
 
 def test_namespaces_links_and_processes_are_removed(runs) -> None:
     assert not runs["left"]
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert netns.PREFIX not in listed
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert not [line for line in links.splitlines() if ": sw" in line]
+
+
+STALE = """
+import os, signal
+from sweeper.fl.netns import LINK_SHAPES, Network
+network = Network(2, LINK_SHAPES["wifi"]).__enter__()
+print(f"{network.index}-{os.getpid()}", flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # no exit handler runs
+"""
+
+
+def test_a_killed_trials_namespaces_are_removed_by_the_next() -> None:
+    killed = subprocess.run([sys.executable, "-c", STALE], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    stale = f"{netns.PREFIX}-{killed.stdout.split()[0]}-"  # index and owner pid
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert stale in listed
+    with netns.Network(1, netns.LINK_SHAPES["lte"]):
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert stale not in listed
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert netns.PREFIX not in listed
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
