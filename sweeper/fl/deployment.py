@@ -53,16 +53,12 @@ from sweeper.kws.task import trial_data
 HOST = "127.0.0.1"
 OWNER_ENV = "SWEEPER_DEPLOYMENT_OWNER"
 START_TIMEOUT_S = 60.0
-RUN_TIMEOUT_S = 3600.0
+ROUND_TIMEOUT_S = 1800.0  # a run is given this much per round (and one more) to finish
 POLL_S = 0.2  # run status
 ANSWER_S = 0.002  # the ServerApp's calls to the trial's watcher
 log = logging.getLogger(__name__)
 
 PYPROJECT = """\
-[build-system]
-requires = ["hatchling"]
-build-backend = "hatchling.build"
-
 [project]
 name = "sweeper-trial"
 version = "1.0.0"
@@ -91,8 +87,6 @@ class Federation:
     procs: Processes
     home: Path
     superlink: str  # host:port of the SuperLink (Fleet, Control and Runtime APIs)
-    env: dict[str, str]
-    nodes: list[str]  # process names of the SuperNodes, by partition id
     network: Network | None  # the clients' namespaces and links, if any
     notes: list[str]
     ca: Path | None = None  # the CA that signed the SuperLink's certificate, with TLS
@@ -176,7 +170,6 @@ def start(config: TrialConfig, home: Path, procs: Processes,
                                    "--runtime-api-address", link], env)
     if creds is not None and auth:
         _register_nodes(link, creds)
-    nodes = []
     for partition in range(scenario.num_clients):
         # The SuperNode's own Runtime API (for its ClientApps) stays on its loopback.
         node_port = free_port(HOST)
@@ -191,9 +184,7 @@ def start(config: TrialConfig, home: Path, procs: Processes,
         procs.start(f"superexec-{partition}", [
             *prefix, _bin("flower-superexec"), "--insecure",
             "--runtime-api-address", f"{HOST}:{node_port}"], env)
-        nodes.append(name)
-    return Federation(procs, home, link, env, nodes, network, [],
-                      creds.ca if creds else None)
+    return Federation(procs, home, link, network, [], creds.ca if creds else None)
 
 
 def _register_nodes(link: str, creds: Credentials) -> None:
@@ -241,7 +232,8 @@ def run(federation: Federation, config: TrialConfig, watcher=None) -> list[Round
         if not res.HasField("run_id"):
             raise SweeperError("deployment: the SuperLink did not start the run")
         run_id = res.run_id
-        deadline = time.monotonic() + RUN_TIMEOUT_S
+        timeout_s = ROUND_TIMEOUT_S * (int(config.leverages["rounds"]) + 1)
+        deadline = time.monotonic() + timeout_s
         next_check = 0.0
         while True:
             if answerer is not None:
@@ -249,7 +241,7 @@ def run(federation: Federation, config: TrialConfig, watcher=None) -> list[Round
             if time.monotonic() < next_check:
                 time.sleep(ANSWER_S if answerer is not None else POLL_S)
                 continue
-            next_check = time.monotonic() + (POLL_S if answerer is None else 5 * ANSWER_S)
+            next_check = time.monotonic() + POLL_S
             run = control.ListRuns(ListRunsRequest(run_id=run_id)).run_dict[run_id]
             if run.status.status == Status.FINISHED:
                 break
@@ -260,7 +252,7 @@ def run(federation: Federation, config: TrialConfig, watcher=None) -> list[Round
                 with contextlib.suppress(Exception):
                     control.StopRun(StopRunRequest(run_id=run_id))
                 why = (f"{dead} during the run" if dead
-                       else f"run not finished after {RUN_TIMEOUT_S:g} s")
+                       else f"run not finished after {timeout_s:g} s")
                 raise SweeperError(f"deployment: {why}")
     finally:
         control.close()
