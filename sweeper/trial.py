@@ -39,8 +39,10 @@ def run_trial(config: TrialConfig, prune: PruneRule | None = None) -> TrialResul
         meter, selection = _node_meter(config.scenario)
         watcher = (TrialWatcher(meter, prune, _ledger(config, meter))
                    if meter is not None or prune is not None else None)
-        rounds = run_trial_federation(config, watcher)
+        engine_info: dict = {}
+        rounds = run_trial_federation(config, watcher, engine_info)
         result = _result(config, rounds, meter)
+        result.info.update(engine_info)
         result.info["speed"] = {**speed_in_force, "torch_threads": rounds[-1].torch_threads}
         result.info["meter_selection"] = selection
     except SweeperError as exc:
@@ -160,7 +162,6 @@ def _result(config: TrialConfig, rounds: list, meter: NodeMeter | None) -> Trial
                   node: {"up": up, "down": down}
                   for node, (up, down) in s.bytes_by_client.items()}),
               "engine": engine_of(config),
-              "engine_notes": sorted({note for stats in rounds for note in stats.notes}),
               **_wire(rounds)},
     )
 

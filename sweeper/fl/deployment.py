@@ -88,13 +88,16 @@ class Federation:
     home: Path
     superlink: str  # host:port of the SuperLink (Fleet, Control and Runtime APIs)
     network: Network | None  # the clients' namespaces and links, if any
-    notes: list[str]
     ca: Path | None = None  # the CA that signed the SuperLink's certificate, with TLS
 
 
-def run_federation(config: TrialConfig, watcher=None) -> list[RoundStats]:
+def run_federation(config: TrialConfig, watcher=None,
+                   info: dict | None = None) -> list[RoundStats]:
     """Run the trial on a SuperLink and `num_clients` SuperNodes; every process, namespace
-    and link is gone when this returns or raises."""
+    and link is gone when this returns or raises. `info` receives `engine_notes` (what
+    could not be done as asked) and `flower_run_bytes` (Flower's own count of the run's
+    bytes, as `flwr ls` shows it)."""
+    info = info if info is not None else {}
     trial_data(config)  # corpus and features cached once, before any process reads them
     home = Path(tempfile.mkdtemp(prefix="sweeper-deploy-"))
     procs = Processes(home)
@@ -103,11 +106,8 @@ def run_federation(config: TrialConfig, watcher=None) -> list[RoundStats]:
         network, notes = _network(config, stack)
         stack.callback(procs.close)  # processes go before their namespaces
         federation = start(config, home, procs, network)
-        federation.notes = notes + (network.notes if network else [])
-        rounds = run(federation, config, watcher)
-        for stats in rounds:
-            stats.notes = list(federation.notes)
-        return rounds
+        info["engine_notes"] = notes + (network.notes if network else [])
+        return run(federation, config, watcher, info)
 
 
 def _network(config: TrialConfig, stack: contextlib.ExitStack
@@ -184,7 +184,7 @@ def start(config: TrialConfig, home: Path, procs: Processes,
         procs.start(f"superexec-{partition}", [
             *prefix, _bin("flower-superexec"), "--insecure",
             "--runtime-api-address", f"{HOST}:{node_port}"], env)
-    return Federation(procs, home, link, network, [], creds.ca if creds else None)
+    return Federation(procs, home, link, network, creds.ca if creds else None)
 
 
 def _register_nodes(link: str, creds: Credentials) -> None:
@@ -212,7 +212,8 @@ def _control(address: str, ca: Path | None = None) -> ControlHttpClient:
         interceptors=[RuntimeVersionHttpInterceptor(component_name="sweeper")])
 
 
-def run(federation: Federation, config: TrialConfig, watcher=None) -> list[RoundStats]:
+def run(federation: Federation, config: TrialConfig, watcher=None,
+        info: dict | None = None) -> list[RoundStats]:
     """Start the trial's run on the federation and wait for it to finish, answering the
     ServerApp's calls to `watcher` (a `server_app.RoundWatcher`) meanwhile."""
     stats_path = federation.home / "rounds.json"
@@ -256,6 +257,8 @@ def run(federation: Federation, config: TrialConfig, watcher=None) -> list[Round
                 raise SweeperError(f"deployment: {why}")
     finally:
         control.close()
+    if info is not None:
+        info["flower_run_bytes"] = {"sent": run.bytes_sent, "received": run.bytes_recv}
     if run.status.sub_status != SubStatus.COMPLETED:
         raise SweeperError(f"deployment: run {run.status.sub_status}: "
                            f"{run.status.details or 'no details'}")

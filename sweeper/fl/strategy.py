@@ -62,7 +62,6 @@ class RoundStats:
     # partition: [up, down bytes, up, down packets] on the client's link (deployment engine
     # in network namespaces); empty where not measured
     wire_by_client: dict[int, list[int]] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)  # what the engine could not do as asked
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
