@@ -106,6 +106,9 @@ LEVERAGES: dict[str, LeverageSpec] = {
     "gpu_power_limit_w": LeverageSpec("float", None, "GPU power cap through NVML", low=10.0,
                                       high=1000.0),
     "batch_size": LeverageSpec("int", 32, "local mini-batch size", low=1, high=4096),
+    "engine": LeverageSpec("categorical", None, "Flower runtime: in-process simulation, or "
+                           "SuperLink and SuperNode processes (default: scenario.engine)",
+                           choices=("simulation", "deployment")),
 }
 
 
@@ -124,7 +127,12 @@ class Scenario:
     dirichlet_alpha: float = 0.5  # partition: dirichlet; small = skewed labels per client
     rounds: int = 3
     client_eval: bool = True  # clients also evaluate the global model on held-out local data
-    engine: str = "simulation"
+    engine: str = "simulation"  # "simulation" | "deployment" (SuperLink, SuperNodes)
+    # deployment: "loopback", or "netns": each SuperNode in a network namespace, its link
+    # shaped from network_profile and its bytes on the wire counted (root only)
+    deploy_network: str = "loopback"
+    deploy_tls: bool = False  # deployment: TLS to the SuperLink, certificates made per trial
+    deploy_node_auth: bool = False  # deployment: SuperNode authentication (implies TLS)
     host_profile: str = "laptop"
     network_profile: str = "wifi"
     device_profile: str | None = None  # clients' compute as FLOPs x this device's J/FLOP
@@ -176,7 +184,13 @@ def resolve_leverages(values: dict[str, Any], scenario: Scenario) -> dict[str, A
     resolved["clients_per_round"] = clients_count(resolved["clients_per_round"],
                                                   scenario.num_clients)
     resolved["rounds"] = int(resolved["rounds"] or scenario.rounds)
+    resolved["engine"] = resolved["engine"] or scenario.engine
     return resolved
+
+
+def engine_of(config: TrialConfig) -> str:
+    """The trial's Flower runtime: its `engine` leverage, else its scenario's."""
+    return str(config.leverages.get("engine") or config.scenario.engine)
 
 
 def clients_count(value: float | int | None, num_clients: int) -> int:

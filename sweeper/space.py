@@ -26,7 +26,8 @@ SCENARIO_CHOICES = {
     "dataset": ("synthetic", "speech_commands"),
     "task": ("12", "35"),
     "partition": ("speaker", "iid", "dirichlet"),
-    "engine": ("simulation",),
+    "engine": ("simulation", "deployment"),
+    "deploy_network": ("loopback", "netns"),
     "isolation": ("shared", "node"),
 }
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from sweeper import speed
-from sweeper.config import Scenario, TrialConfig
+from sweeper.config import Scenario, TrialConfig, engine_of
 from sweeper.energy import (
     RoundUsage,
     co2_g,
@@ -23,6 +23,8 @@ from sweeper.energy.node import NodeMeter, open_node_meter, probe_idle_w
 from sweeper.energy.windows import window_meter
 from sweeper.errors import SweeperError
 from sweeper.fl import run_trial_federation
+from sweeper.fl.wire import FIELDS as WIRE_FIELDS
+from sweeper.fl.wire import wire_summary
 from sweeper.fronts import PruneRule
 from sweeper.kws.dataset import client_partitions, dataset_root, partition_stats
 from sweeper.kws.task import model_info
@@ -39,8 +41,11 @@ def run_trial(config: TrialConfig, prune: PruneRule | None = None) -> TrialResul
         plan = _meter_plan(config.scenario)
         watcher = (TrialWatcher(plan.node, prune, _ledger(config, plan))
                    if plan.node is not None or prune is not None else None)
-        rounds = run_trial_federation(config, watcher)
-        result = _result(config, rounds, _ledger(config, plan))
+        engine_info: dict = {}
+        rounds = run_trial_federation(config, watcher, engine_info)
+        wire = bool(rounds) and all(stats.wire_by_client for stats in rounds)
+        result = _result(config, rounds, _ledger(config, plan, wire))
+        result.info.update(engine_info)
         result.info["speed"] = {**speed_in_force, "torch_threads": rounds[-1].torch_threads}
         result.info["meter_selection"] = plan.selection
     except SweeperError as exc:
@@ -77,9 +82,12 @@ class TrialWatcher:
 
 
 def _usage(stats) -> RoundUsage:
+    wire = stats.wire_by_client.values()
     return RoundUsage(stats.client_cpu_s, stats.server_cpu_s, stats.bytes_up,
                       stats.bytes_down, stats.client_flops, stats.node_j, stats.wall_s,
-                      stats.client_window_j)
+                      stats.client_window_j,
+                      sum(v[0] for v in wire) if wire else None,
+                      sum(v[1] for v in wire) if wire else None)
 
 
 @dataclass
@@ -94,16 +102,17 @@ class MeterPlan:
     client_windows: str | None = None
 
 
-def _ledger(config: TrialConfig, plan: MeterPlan) -> EnergyLedger:
+def _ledger(config: TrialConfig, plan: MeterPlan, wire: bool = False) -> EnergyLedger:
+    """`wire`: communication energy from the bytes measured on the clients' links."""
     profiles = load_profiles()
     scenario = config.scenario
     network = profiles.networks[scenario.network_profile]
     if plan.node is not None:
         return measured_node_ledger(plan.node.name, network, plan.idle_w,
-                                    scenario.idle_probe_s)
+                                    scenario.idle_probe_s, wire)
     device = profiles.devices[scenario.device_profile] if scenario.device_profile else None
     return modeled_ledger(profiles.hosts[scenario.host_profile], network, device,
-                          str(config.leverages["precision"]), plan.client_windows)
+                          str(config.leverages["precision"]), plan.client_windows, wire)
 
 
 def _meter_plan(scenario: Scenario) -> MeterPlan:
@@ -178,8 +187,21 @@ def _result(config: TrialConfig, rounds: list, ledger: EnergyLedger) -> TrialRes
               "selection_cpu_s": [stats.selection_cpu_s for stats in rounds],
               "bytes_by_client": _by_client(rounds, lambda s: {
                   node: {"up": up, "down": down}
-                  for node, (up, down) in s.bytes_by_client.items()})},
+                  for node, (up, down) in s.bytes_by_client.items()}),
+              "engine": engine_of(config),
+              **_wire(rounds)},
     )
+
+
+def _wire(rounds: list) -> dict:
+    """Bytes measured on the clients' links, where the engine measured them."""
+    summary = wire_summary(rounds)
+    if summary is None:
+        return {}
+    return {"wire": summary,
+            "wire_by_client": {stats.round: {str(p): dict(zip(WIRE_FIELDS, v, strict=True))
+                                             for p, v in sorted(stats.wire_by_client.items())}
+                               for stats in rounds}}
 
 
 def prepare(scenario: Scenario, seed: int,

@@ -141,3 +141,24 @@ def test_killed_sweep_resumes_without_loss_or_duplicates(tmp_path: Path,
     _, children = _child_runs(store, "killed")
     logged = [int(r.data.tags["sweeper.trial"]) for r in children]
     assert sorted(logged) == sorted(complete)  # one child run per complete trial
+
+
+def test_a_sweep_mixing_both_engines(tmp_path: Path, ray_cluster: str) -> None:
+    """`engine` as a leverage: a grid over it runs one trial per engine, end to end."""
+    scenario = {**TINY_SCENARIO, "num_clients": 3, "client_eval": False}
+    space = write_space(tmp_path / "engines.yaml", scenario=scenario,
+                        budget={"trials": 2, "parallel": 2},
+                        sampler={"name": "grid", "seed": 1},
+                        leverages={"engine": {"choices": ["simulation", "deployment"]},
+                                   "update_codec": {"value": "int8"}})
+    store = tmp_path / "store"
+    assert main(["pareto", "--space", str(space), "--store", str(store), "--name", "mixed",
+                 "--ray-address", ray_cluster]) == 0
+    study = optuna.load_study(study_name="mixed", storage=storage_url(store))
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    _, children = _child_runs(store, "mixed")
+    engines = {run.data.params["engine"]: run.data.metrics for run in children}
+    assert set(engines) == {"simulation", "deployment"}
+    simulated, deployed = engines["simulation"], engines["deployment"]
+    assert abs(simulated["final.accuracy"] - deployed["final.accuracy"]) <= 0.02
+    assert abs(simulated["final.bytes_total"] - deployed["final.bytes_total"]) <= 64 * 12

@@ -26,6 +26,8 @@ class RoundUsage:
     node_j: dict[str, float] | None = None  # a node meter's joules per zone over the round
     wall_s: float = 0.0  # the round's duration
     client_window_j: float = 0.0  # counter windows around the clients' own work, attributed
+    wire_up: int | None = None  # bytes measured on the clients' links (deployment engine)
+    wire_down: int | None = None
 
 
 class Meter(Protocol):
@@ -69,6 +71,22 @@ class PayloadBytesMeter:
     def joules(self, usage: RoundUsage) -> float:
         return (usage.bytes_up * self.network.j_per_byte_up
                 + usage.bytes_down * self.network.j_per_byte_down)
+
+
+class WireBytesMeter(PayloadBytesMeter):
+    """Communication energy from the bytes measured on the clients' links (payload plus
+    protocol overhead), x J/byte of a network profile."""
+
+    def __init__(self, network: NetworkProfile) -> None:
+        super().__init__(network)
+        self.info = MeterInfo(
+            meter=f"wire_bytes (veth counters) x network '{network.name}' "
+            f"(up {network.j_per_byte_up:g} J/B, down {network.j_per_byte_down:g} J/B; "
+            f"{network.source})", kind="modeled")
+
+    def joules(self, usage: RoundUsage) -> float:
+        return ((usage.wire_up or 0) * self.network.j_per_byte_up
+                + (usage.wire_down or 0) * self.network.j_per_byte_down)
 
 
 class DeviceFlopsMeter:
@@ -162,10 +180,10 @@ class EnergyLedger:
 
 def modeled_ledger(host: HostProfile, network: NetworkProfile,
                    device: DeviceProfile | None = None, precision: str = "fp32",
-                   client_windows: str | None = None) -> EnergyLedger:
+                   client_windows: str | None = None, wire: bool = False) -> EnergyLedger:
     """The always-available ledger: client compute (CPU time on the host, or FLOPs on a
     device profile, or the named counter windowed around each client), server CPU time,
-    and payload bytes."""
+    and payload bytes (bytes on the wire with `wire`)."""
     client: Meter
     if device is not None:
         client = DeviceFlopsMeter(device, precision)
@@ -173,17 +191,21 @@ def modeled_ledger(host: HostProfile, network: NetworkProfile,
         client = ClientWindowMeter(client_windows)
     else:
         client = CpuTimeMeter("client", host)
-    return EnergyLedger([client, CpuTimeMeter("server", host), PayloadBytesMeter(network)])
+    return EnergyLedger([client, CpuTimeMeter("server", host), _bytes_meter(network, wire)])
 
 
 def measured_node_ledger(node_meter: str, network: NetworkProfile, idle_w: float = 0.0,
-                         idle_probe_s: float = 0.0) -> EnergyLedger:
+                         idle_probe_s: float = 0.0, wire: bool = False) -> EnergyLedger:
     """Node counters for all compute of the round (split into active and idle when the
-    node's idle power was probed), payload bytes for communication."""
+    node's idle power was probed), payload bytes (or bytes on the wire) for communication."""
     meters: list[Meter] = [NodeEnergyMeter(node_meter, idle_w)]
     if idle_probe_s > 0:
         meters.append(NodeIdleMeter(node_meter, idle_w, idle_probe_s))
-    return EnergyLedger([*meters, PayloadBytesMeter(network)])
+    return EnergyLedger([*meters, _bytes_meter(network, wire)])
+
+
+def _bytes_meter(network: NetworkProfile, wire: bool) -> Meter:
+    return WireBytesMeter(network) if wire else PayloadBytesMeter(network)
 
 
 def co2_g(joules: float, intensity: CarbonIntensity) -> float:

@@ -37,6 +37,31 @@ class RoundWatcher(Protocol):
     def stop_reason(self, stats: RoundStats) -> str | None: ...
 
 
+class Watchers:
+    """Several `RoundWatcher`s as one: all are told; the last `node_j` and the first stop
+    reason win."""
+
+    def __init__(self, *watchers: RoundWatcher | None) -> None:
+        self.watchers = [w for w in watchers if w is not None]
+
+    def round_started(self, server_round: int) -> None:
+        for watcher in self.watchers:
+            watcher.round_started(server_round)
+
+    def round_ended(self, server_round: int) -> dict[str, float] | None:
+        node_j = None
+        for watcher in self.watchers:
+            node_j = watcher.round_ended(server_round) or node_j
+        return node_j
+
+    def stop_reason(self, stats: RoundStats) -> str | None:
+        for watcher in self.watchers:
+            reason = watcher.stop_reason(stats)
+            if reason:
+                return reason
+        return None
+
+
 class _StopFederation(Exception):
     pass
 
@@ -47,34 +72,40 @@ def build_server_app(config: TrialConfig, on_done: Callable[[list[RoundStats]], 
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        lev = config.leverages
-        strategy = accounted(str(lev["strategy"]), lev, config.scenario.num_clients,
-                             build_codec(uplink_codec(lev)), build_codec(downlink_codec(lev)),
-                             config.to_json(), config.scenario.client_eval,
-                             watcher.round_started if watcher else None)
-        model = new_model(config)
-        x_test, y_test = test_data(config)
-
-        def evaluate_global(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-            if server_round == 0:
-                return None
-            started = time.process_time()
-            load_arrays(model, arrays)
-            loss, accuracy = evaluate(model, x_test, y_test)
-            stats = strategy.rounds[server_round]
-            stats.accuracy, stats.loss = accuracy, loss
-            stats.server_cpu_s += time.process_time() - started
-            stats.wall_s = time.perf_counter() - stats.started
-            if watcher is not None:
-                stats.node_j = watcher.round_ended(server_round)
-                stats.stopped = watcher.stop_reason(stats)
-                if stats.stopped:
-                    raise _StopFederation
-            return MetricRecord({"accuracy": accuracy, "loss": loss})
-
-        with contextlib.suppress(_StopFederation):
-            strategy.start(grid=grid, initial_arrays=model_to_arrays(model),
-                           num_rounds=int(lev["rounds"]), evaluate_fn=evaluate_global)
-        on_done([strategy.rounds[r] for r in sorted(strategy.rounds)])
+        serve(grid, config, on_done, watcher)
 
     return app
+
+
+def serve(grid: Grid, config: TrialConfig, on_done: Callable[[list[RoundStats]], None],
+          watcher: RoundWatcher | None = None) -> None:
+    """The body of every engine's ServerApp: the trial's strategy over `grid`."""
+    lev = config.leverages
+    strategy = accounted(str(lev["strategy"]), lev, config.scenario.num_clients,
+                         build_codec(uplink_codec(lev)), build_codec(downlink_codec(lev)),
+                         config.to_json(), config.scenario.client_eval,
+                         watcher.round_started if watcher else None)
+    model = new_model(config)
+    x_test, y_test = test_data(config)
+
+    def evaluate_global(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        if server_round == 0:
+            return None
+        started = time.process_time()
+        load_arrays(model, arrays)
+        loss, accuracy = evaluate(model, x_test, y_test)
+        stats = strategy.rounds[server_round]
+        stats.accuracy, stats.loss = accuracy, loss
+        stats.server_cpu_s += time.process_time() - started
+        stats.wall_s = time.perf_counter() - stats.started
+        if watcher is not None:
+            stats.node_j = watcher.round_ended(server_round)
+            stats.stopped = watcher.stop_reason(stats)
+            if stats.stopped:
+                raise _StopFederation
+        return MetricRecord({"accuracy": accuracy, "loss": loss})
+
+    with contextlib.suppress(_StopFederation):
+        strategy.start(grid=grid, initial_arrays=model_to_arrays(model),
+                       num_rounds=int(lev["rounds"]), evaluate_fn=evaluate_global)
+    on_done([strategy.rounds[r] for r in sorted(strategy.rounds)])

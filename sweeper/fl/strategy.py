@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -60,6 +60,20 @@ class RoundStats:
     wall_s: float = 0.0
     started: float = 0.0
     stopped: str | None = None  # why the federation ended after this round, if it did
+    # partition: [up, down bytes, up, down packets] on the client's link (deployment engine
+    # in network namespaces); empty where not measured
+    wire_by_client: dict[int, list[int]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RoundStats:
+        """The inverse of `to_dict` after a JSON round trip (node ids back to ints)."""
+        data = dict(data)
+        for key in _INT_KEYED:
+            data[key] = {int(node): value for node, value in data[key].items()}
+        return cls(**data)
 
     def count(self, node: int, up: int = 0, down: int = 0) -> None:
         self.bytes_up += up
@@ -67,6 +81,10 @@ class RoundStats:
         per = self.bytes_by_client.setdefault(node, [0, 0])
         per[0] += up
         per[1] += down
+
+
+_INT_KEYED = ("bytes_by_client", "client_of_node", "cpu_s_by_client", "examples_by_client",
+              "wire_by_client")
 
 
 class AccountingMixin:

@@ -1,0 +1,267 @@
+"""The deployment engine: the trial's ServerApp and ClientApp run by Flower's deployment
+runtime, a `flower-superlink` and one `flower-supernode` per client as separate processes
+talking to each other over HTTP, the run started through the SuperLink's Control API (what
+`flwr run` does) and its per-round accounting read back from a file the ServerApp writes.
+
+Both use `--isolation process` with a `flower-superexec` of ours beside each: Flower's
+default (`subprocess`) starts the SuperExec detached in a session of its own, out of reach
+of the process group the trial kills when it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from flwr.common.constant import Status, SubStatus
+from flwr.common.serde import fab_to_proto, user_config_to_proto
+from flwr.proto.control_pb2 import (  # pylint: disable=E0611
+    ListRunsRequest,
+    RegisterNodeRequest,
+    StartRunRequest,
+    StopRunRequest,
+)
+from flwr.supercore.control.control_http_client import ControlHttpClient
+from flwr.supercore.fab import Fab
+from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
+
+import sweeper
+from sweeper.config import TrialConfig
+from sweeper.errors import SweeperError
+from sweeper.fl.deploy_apps import (
+    STATS_PATH,
+    TRIAL_CONFIG,
+    WATCHER_DIR,
+    WIRE_INTERFACES,
+    read_stats,
+)
+from sweeper.fl.netns import Network, link_shape, unavailable
+from sweeper.fl.processes import Processes, free_port, wait_for_port
+from sweeper.fl.relay import Answerer
+from sweeper.fl.strategy import RoundStats
+from sweeper.fl.tls import Credentials, make_credentials
+from sweeper.kws.task import trial_data
+
+HOST = "127.0.0.1"
+OWNER_ENV = "SWEEPER_DEPLOYMENT_OWNER"
+START_TIMEOUT_S = 60.0
+ROUND_TIMEOUT_S = 1800.0  # a run is given this much per round (and one more) to finish
+POLL_S = 0.2  # run status
+ANSWER_S = 0.002  # the ServerApp's calls to the trial's watcher
+log = logging.getLogger(__name__)
+
+PYPROJECT = """\
+[project]
+name = "sweeper-trial"
+version = "1.0.0"
+description = "One sweeper trial"
+license = "Apache-2.0"
+
+[tool.flwr.app]
+publisher = "sweeper"
+
+[tool.flwr.app.components]
+serverapp = "sweeper.fl.deploy_apps:server_app"
+clientapp = "sweeper.fl.deploy_apps:client_app"
+
+[tool.flwr.app.config]
+trial-config = ""
+stats-path = ""
+wire-interfaces = ""
+watcher-dir = ""
+"""
+
+
+@dataclass
+class Federation:
+    """The running processes of one trial's deployment and where to reach them."""
+
+    procs: Processes
+    home: Path
+    superlink: str  # host:port of the SuperLink (Fleet, Control and Runtime APIs)
+    network: Network | None  # the clients' namespaces and links, if any
+    ca: Path | None = None  # the CA that signed the SuperLink's certificate, with TLS
+
+
+def run_federation(config: TrialConfig, watcher=None,
+                   info: dict | None = None) -> list[RoundStats]:
+    """Run the trial on a SuperLink and `num_clients` SuperNodes; every process, namespace
+    and link is gone when this returns or raises. `info` receives `engine_notes` (what
+    could not be done as asked) and `flower_run_bytes` (Flower's own count of the run's
+    bytes, as `flwr ls` shows it)."""
+    info = info if info is not None else {}
+    trial_data(config)  # corpus and features cached once, before any process reads them
+    home = Path(tempfile.mkdtemp(prefix="sweeper-deploy-"))
+    procs = Processes(home)
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, home, ignore_errors=True)
+        network, notes = _network(config, stack)
+        stack.callback(procs.close)  # processes go before their namespaces
+        federation = start(config, home, procs, network)
+        info["engine_notes"] = notes + (network.notes if network else [])
+        return run(federation, config, watcher, info)
+
+
+def _network(config: TrialConfig, stack: contextlib.ExitStack
+             ) -> tuple[Network | None, list[str]]:
+    """The clients' namespaces if the scenario asks for them and this machine has them."""
+    if config.scenario.deploy_network != "netns":
+        return None, []
+    reason = unavailable()
+    if reason is None:
+        try:
+            shape = link_shape(config.scenario.network_profile)
+            return stack.enter_context(Network(config.scenario.num_clients, shape)), []
+        except SweeperError as exc:
+            reason = str(exc)
+    note = f"deploy_network netns unavailable ({reason}): ran unshaped on loopback"
+    log.warning(note)
+    return None, [note]
+
+
+def _env(home: Path) -> dict[str, str]:
+    """The trial's environment for Flower's processes: a private FLWR_HOME (apps are
+    installed there; the user's ~/.flwr is untouched) and this `sweeper` on the path."""
+    env = dict(os.environ)
+    root = str(Path(sweeper.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    env["FLWR_HOME"] = str(home / "flwr")
+    env["HOME"] = str(home)
+    env["PYTHONUNBUFFERED"] = "1"
+    env[OWNER_ENV] = str(os.getpid())  # inherited by every process below: whose they are
+    return env
+
+
+def _bin(name: str) -> str:
+    """A Flower console script of this interpreter's environment."""
+    path = Path(sys.executable).parent / name
+    return str(path) if path.exists() else name
+
+
+def start(config: TrialConfig, home: Path, procs: Processes,
+          network: Network | None = None) -> Federation:
+    scenario = config.scenario
+    env = _env(home)
+    host = network.server_address if network else HOST
+    port = free_port(host)
+    link = f"{host}:{port}"
+    auth = scenario.deploy_node_auth
+    creds = (make_credentials(home / "tls", host, scenario.num_clients if auth else 0)
+             if scenario.deploy_tls or auth else None)
+    served = (["--ssl-certfile", str(creds.cert), "--ssl-keyfile", str(creds.key),
+               "--ssl-ca-certfile", str(creds.ca)] if creds else ["--insecure"])
+    to_link = ["--root-certificates", str(creds.ca)] if creds else ["--insecure"]
+    superlink = procs.start("superlink", [
+        _bin("flower-superlink"), *served, *(["--enable-supernode-auth"] if auth else []),
+        "--host", host, "--port", str(port), "--isolation", "process",
+        "--disable-runtime-dependency-installation"], env)
+    if not wait_for_port(host, port, START_TIMEOUT_S, lambda: superlink.poll() is None):
+        raise SweeperError("deployment: flower-superlink did not start: "
+                           + procs.log_tail("superlink"))
+    procs.start("superexec-link", [_bin("flower-superexec"), *to_link,
+                                   "--runtime-api-address", link], env)
+    if creds is not None and auth:
+        _register_nodes(link, creds)
+    for partition in range(scenario.num_clients):
+        # The SuperNode's own Runtime API (for its ClientApps) stays on its loopback.
+        node_port = free_port(HOST)
+        prefix = network.exec_prefix(partition) if network else []
+        name = f"supernode-{partition}"
+        key = (["--auth-supernode-private-key", str(creds.node_keys[partition])]
+               if creds is not None and auth else [])
+        procs.start(name, [
+            *prefix, _bin("flower-supernode"), *to_link, *key, "--superlink", link,
+            "--node-config", f"partition-id={partition} num-partitions={scenario.num_clients}",
+            "--isolation", "process", "--host", HOST, "--port", str(node_port)], env)
+        procs.start(f"superexec-{partition}", [
+            *prefix, _bin("flower-superexec"), "--insecure",
+            "--runtime-api-address", f"{HOST}:{node_port}"], env)
+    return Federation(procs, home, link, network, creds.ca if creds else None)
+
+
+def _register_nodes(link: str, creds: Credentials) -> None:
+    """With SuperNode authentication only registered public keys may join (what
+    `flwr supernode register` does)."""
+    control = _control(link, creds.ca)
+    try:
+        for public_key in creds.node_public_keys:
+            control.RegisterNode(RegisterNodeRequest(public_key=public_key))
+    finally:
+        control.close()
+
+
+def _fab() -> Fab:
+    from flwr.cli.build import build_fab_from_files
+
+    content, _ = build_fab_from_files({"pyproject.toml": PYPROJECT.encode()})
+    return Fab(hashlib.sha256(content).hexdigest(), content, {})
+
+
+def _control(address: str, ca: Path | None = None) -> ControlHttpClient:
+    return ControlHttpClient.from_server_address(
+        server_address=address, insecure=ca is None,
+        root_certificates=str(ca) if ca else None,
+        interceptors=[RuntimeVersionHttpInterceptor(component_name="sweeper")])
+
+
+def run(federation: Federation, config: TrialConfig, watcher=None,
+        info: dict | None = None) -> list[RoundStats]:
+    """Start the trial's run on the federation and wait for it to finish, answering the
+    ServerApp's calls to `watcher` (a `server_app.RoundWatcher`) meanwhile."""
+    stats_path = federation.home / "rounds.json"
+    overrides = {TRIAL_CONFIG: config.to_json(), STATS_PATH: str(stats_path),
+                 WIRE_INTERFACES: ",".join(c.host_if for c in federation.network.clients)
+                 if federation.network else ""}
+    answerer = None
+    if watcher is not None:
+        relay_dir = federation.home / "watcher"
+        relay_dir.mkdir()
+        overrides[WATCHER_DIR] = str(relay_dir)
+        answerer = Answerer(relay_dir, watcher)
+    control = _control(federation.superlink, federation.ca)
+    try:
+        res = control.StartRun(StartRunRequest(
+            fab=fab_to_proto(_fab()), override_config=user_config_to_proto(overrides)))
+        if not res.HasField("run_id"):
+            raise SweeperError("deployment: the SuperLink did not start the run")
+        run_id = res.run_id
+        timeout_s = ROUND_TIMEOUT_S * (int(config.leverages["rounds"]) + 1)
+        deadline = time.monotonic() + timeout_s
+        next_check = 0.0
+        while True:
+            if answerer is not None:
+                answerer.poll()
+            if time.monotonic() < next_check:
+                time.sleep(ANSWER_S if answerer is not None else POLL_S)
+                continue
+            next_check = time.monotonic() + POLL_S
+            run = control.ListRuns(ListRunsRequest(run_id=run_id)).run_dict[run_id]
+            if run.status.status == Status.FINISHED:
+                break
+            # A lost SuperNode would hold the next round until Flower's heartbeat patience
+            # (2 x 30 s) runs out, and then for ever for want of nodes: fail now, saying why.
+            dead = federation.procs.exited()
+            if dead or time.monotonic() > deadline:
+                with contextlib.suppress(Exception):
+                    control.StopRun(StopRunRequest(run_id=run_id))
+                why = (f"{dead} during the run" if dead
+                       else f"run not finished after {timeout_s:g} s")
+                raise SweeperError(f"deployment: {why}")
+    finally:
+        control.close()
+    if info is not None:
+        info["flower_run_bytes"] = {"sent": run.bytes_sent, "received": run.bytes_recv}
+    if run.status.sub_status != SubStatus.COMPLETED:
+        raise SweeperError(f"deployment: run {run.status.sub_status}: "
+                           f"{run.status.details or 'no details'}")
+    if not stats_path.exists():
+        raise SweeperError("deployment: the ServerApp finished without writing its rounds")
+    return read_stats(stats_path)

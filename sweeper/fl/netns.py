@@ -1,0 +1,245 @@
+"""Emulated edge links for the deployment engine: each SuperNode in a network namespace of
+its own, joined to the SuperLink's bridge by a veth pair whose two ends are shaped with
+`tc` from the trial's network profile (bandwidth with `tbf`; latency and loss with `netem`
+where the kernel has it). The host ends' counters are the clients' bytes on the wire.
+
+Names carry the owner's pid, so the namespaces of a trial whose process was killed are
+removed by the next trial that starts (`remove_stale`)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from sweeper.errors import SweeperError
+from sweeper.fl.wire import read_counters
+
+PREFIX = "sweeper"
+SUBNET = "10.213"  # 10.213.<trial>.0/24: one /24 per running trial, inside its namespaces
+LOCK = Path("/tmp/sweeper-netns.lock")
+
+
+@dataclass(frozen=True)
+class LinkShape:
+    up_mbps: float
+    down_mbps: float
+    latency_ms: float = 0.0  # one way
+    loss_pct: float = 0.0
+
+
+# until profiles.yaml carries link fields: typical throughput of each access network
+# (OpenSignal/Ookla medians, rounded), one-way latency, random loss.
+LINK_SHAPES: dict[str, LinkShape] = {
+    "wifi": LinkShape(up_mbps=40.0, down_mbps=80.0, latency_ms=5.0, loss_pct=0.1),
+    "lte": LinkShape(up_mbps=8.0, down_mbps=30.0, latency_ms=25.0, loss_pct=0.5),
+    "5g": LinkShape(up_mbps=20.0, down_mbps=150.0, latency_ms=10.0, loss_pct=0.1),
+    "ethernet": LinkShape(up_mbps=1000.0, down_mbps=1000.0, latency_ms=0.25),
+    "internet": LinkShape(up_mbps=50.0, down_mbps=100.0, latency_ms=15.0),
+}
+
+
+def link_shape(network_profile: str) -> LinkShape:
+    """The link of a network profile: its own fields once it has them, else the table."""
+    from sweeper.energy import load_profiles
+
+    profile = load_profiles().networks.get(network_profile)
+    bandwidth = getattr(profile, "bandwidth_mbps", None)
+    if bandwidth:
+        return LinkShape(float(bandwidth), float(bandwidth),
+                         float(getattr(profile, "latency_ms", 0.0) or 0.0),
+                         float(getattr(profile, "loss_pct", 0.0) or 0.0))
+    if network_profile not in LINK_SHAPES:
+        raise SweeperError(f"network profile {network_profile!r} has no link shape "
+                           f"(known: {', '.join(sorted(LINK_SHAPES))})")
+    return LINK_SHAPES[network_profile]
+
+
+def _ip(*args: str, netns: str | None = None) -> str:
+    argv = ["ip", *(("netns", "exec", netns, "ip") if netns else ()), *args]
+    return _run(argv)
+
+
+def _run(argv: list[str]) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SweeperError(f"{' '.join(argv)}: {done.stderr.strip() or done.returncode}")
+    return done.stdout
+
+
+def unavailable() -> str | None:
+    """Why namespaces cannot be used here, or None."""
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    if shutil.which("ip") is None or shutil.which("tc") is None:
+        return "network namespaces need iproute2 (ip, tc)"
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _ours() -> list[tuple[str, int, int]]:
+    """(name, trial index, owner pid) of every namespace made by this module."""
+    found = []
+    for line in _ip("netns", "list").splitlines():
+        name = line.split()[0] if line.strip() else ""
+        parts = name.split("-")
+        if len(parts) == 4 and parts[0] == PREFIX and parts[1].isdigit() and parts[2].isdigit():
+            found.append((name, int(parts[1]), int(parts[2])))
+    return found
+
+
+def remove_stale() -> None:
+    """Namespaces and bridges left by trials whose process is gone."""
+    for name, index, pid in _ours():
+        if not _alive(pid):
+            with contextlib.suppress(SweeperError):
+                _ip("netns", "del", name)
+            with contextlib.suppress(SweeperError):
+                _ip("link", "del", f"sw{index}br")
+
+
+@dataclass
+class Client:
+    netns: str
+    host_if: str  # bridge side: its rx is the client's uplink, its tx the downlink
+    node_if: str
+    address: str
+
+
+class Network:
+    """A bridge on the host holding the SuperLink's address and one shaped namespace per
+    client. Use as a context manager: everything is removed on exit, whatever happened."""
+
+    def __init__(self, clients: int, shape: LinkShape) -> None:
+        self.size, self.shape = clients, shape
+        self.index = -1
+        self.clients: list[Client] = []
+        self.notes: list[str] = []
+
+    @property
+    def bridge(self) -> str:
+        return f"sw{self.index}br"
+
+    @property
+    def server_address(self) -> str:
+        return f"{SUBNET}.{self.index}.1"
+
+    def __enter__(self) -> Network:
+        try:
+            with LOCK.open("w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # trials of one node allocate in turn
+                remove_stale()
+                self.index = self._free_index()
+                _ip("link", "add", self.bridge, "type", "bridge")
+            _quiet_ipv6(self.bridge)
+            _ip("addr", "add", f"{self.server_address}/24", "dev", self.bridge)
+            _ip("link", "set", self.bridge, "up")
+            for i in range(self.size):
+                self._add_client(i)
+            self._shape()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _free_index(self) -> int:
+        taken = {index for _, index, _ in _ours()}
+        taken |= {int(p.name[2:-2]) for p in Path("/sys/class/net").glob("sw*br")
+                  if p.name[2:-2].isdigit()}
+        for index in range(1, 255):
+            if index not in taken:
+                return index
+        raise SweeperError("no free subnet for the trial's namespaces (254 in use)")
+
+    def _add_client(self, i: int) -> None:
+        netns = f"{PREFIX}-{self.index}-{os.getpid()}-c{i}"
+        client = Client(netns, f"sw{self.index}h{i}", f"sw{self.index}n{i}",
+                        f"{SUBNET}.{self.index}.{10 + i}")
+        _ip("netns", "add", netns)
+        self.clients.append(client)
+        _ip("link", "add", client.host_if, "type", "veth", "peer", "name", client.node_if,
+            "netns", netns)
+        _quiet_ipv6(client.host_if)
+        _ip("link", "set", client.host_if, "master", self.bridge)
+        _ip("link", "set", client.host_if, "up")
+        _run(["ip", "netns", "exec", netns, "sysctl", "-q", "-w",
+              "net.ipv6.conf.all.disable_ipv6=1"])
+        _ip("link", "set", "lo", "up", netns=netns)
+        _ip("addr", "add", f"{client.address}/24", "dev", client.node_if, netns=netns)
+        _ip("link", "set", client.node_if, "up", netns=netns)
+
+    def _shape(self) -> None:
+        """Uplink shaped on the client's end, downlink on the bridge's end of each veth."""
+        wants_netem = self.shape.latency_ms > 0 or self.shape.loss_pct > 0
+        emulated = wants_netem
+        for client in self.clients:
+            for dev, mbps, netns in ((client.node_if, self.shape.up_mbps, client.netns),
+                                     (client.host_if, self.shape.down_mbps, None)):
+                has_netem = wants_netem and _netem(dev, self.shape, netns)
+                emulated = emulated and has_netem
+                _tbf(dev, mbps, netns, parent="1:1" if has_netem else None)
+        if wants_netem and not emulated:
+            self.notes.append("tc netem is not in this kernel: bandwidth shaped, latency "
+                              f"{self.shape.latency_ms:g} ms and loss "
+                              f"{self.shape.loss_pct:g}% not emulated")
+
+    def exec_prefix(self, i: int) -> list[str]:
+        return ["ip", "netns", "exec", self.clients[i].netns]
+
+    def counters(self) -> list[dict[str, int]]:
+        """Per client: bytes and packets up (host end's rx) and down (its tx)."""
+        return [read_counters(client.host_if) for client in self.clients]
+
+    def close(self) -> None:
+        for client in self.clients:
+            with contextlib.suppress(SweeperError):
+                _ip("netns", "del", client.netns)  # takes the veth pair with it
+        self.clients = []
+        if self.index > 0:
+            with contextlib.suppress(SweeperError):
+                _ip("link", "del", self.bridge)
+
+
+def _quiet_ipv6(dev: str) -> None:
+    """No router solicitations or neighbour discovery in the counters."""
+    with contextlib.suppress(OSError):
+        Path(f"/proc/sys/net/ipv6/conf/{dev}/disable_ipv6").write_text("1")
+
+
+def _tc(args: list[str], netns: str | None) -> subprocess.CompletedProcess:
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    return subprocess.run([*prefix, "tc", *args], capture_output=True, text=True)
+
+
+def _netem(dev: str, shape: LinkShape, netns: str | None) -> bool:
+    """netem as the root qdisc (delay, loss); False where the kernel has no netem."""
+    args = ["qdisc", "add", "dev", dev, "root", "handle", "1:", "netem",
+            "delay", f"{shape.latency_ms}ms", "loss", f"{shape.loss_pct}%"]
+    return _tc(args, netns).returncode == 0
+
+
+def _tbf(dev: str, mbps: float, netns: str | None, parent: str | None) -> None:
+    rate_bps = mbps * 1e6
+    burst = max(16_000, int(rate_bps / 8 / 100))  # 10 ms worth of bytes, at least 16 kB
+    where = ["parent", parent] if parent else ["root"]
+    args = ["qdisc", "add", "dev", dev, *where, "tbf", "rate", f"{int(rate_bps)}bit",
+            "burst", str(burst), "latency", "400ms"]
+    done = _tc(args, netns)
+    if done.returncode != 0:
+        raise SweeperError(f"tc {' '.join(args)}: {done.stderr.strip()}")

@@ -1,0 +1,94 @@
+"""Child processes that cannot outlive the trial: each in its own process group (so its
+own children, e.g. the `flwr-clientapp` a SuperNode spawns, go with it), killed by the
+kernel if the trial's process dies (PR_SET_PDEATHSIG), and killed group-wise on close."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(host: str, port: int, timeout_s: float, alive=None) -> bool:
+    """True once something listens on host:port; False on timeout or if `alive()` turns
+    False (the process that should listen has died)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if alive is not None and not alive():
+            return False
+        with socket.socket() as sock:
+            sock.settimeout(0.2)
+            if sock.connect_ex((host, port)) == 0:
+                return True
+        time.sleep(0.05)
+    return False
+
+
+class Processes:
+    """The processes of one trial; `close()` kills every group, waits for it, and is safe to
+    call twice."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, argv: Sequence[str], env: dict[str, str]) -> subprocess.Popen:
+        log = (self.log_dir / f"{name}.log").open("wb")
+        proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True, preexec_fn=_die_with_parent)
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def log_tail(self, name: str, lines: int = 3) -> str:
+        path = self.log_dir / f"{name}.log"
+        if not path.exists():
+            return ""
+        text = path.read_text(errors="replace").strip().splitlines()
+        return " | ".join(line.strip() for line in text[-lines:])
+
+    def exited(self) -> str | None:
+        """The first process that has exited, how, and the end of its log; or None."""
+        for name, proc in self.procs.items():
+            code = proc.poll()
+            if code is not None:
+                how = (f"killed by {signal.Signals(-code).name}" if code < 0
+                       else f"exited with code {code}")
+                tail = self.log_tail(name, 1)
+                return f"{name} {how}" + (f" ({tail})" if tail and code > 0 else "")
+        return None
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs[name]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+
+    def close(self, grace_s: float = 2.0) -> None:
+        for name in self.procs:
+            self.kill(name, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(max(0.0, deadline - time.monotonic()))
+        for name, proc in self.procs.items():
+            self.kill(name)  # the group, even if its leader already exited
+            proc.wait()

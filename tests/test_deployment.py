@@ -1,0 +1,185 @@
+"""The deployment engine: real flower-superlink / flower-supernode processes on loopback,
+against the simulation engine on the same config and seed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import TINY_SCENARIO
+
+from sweeper.config import Scenario, TrialConfig, resolve_leverages
+from sweeper.fl import deployment
+from sweeper.fl.deployment import OWNER_ENV
+from sweeper.fronts import PruneRule
+from sweeper.result import TrialResult
+from sweeper.trial import run_trial
+
+FLOWER_COMMANDS = ("flower-superlink", "flower-supernode", "flower-superexec",
+                   "flwr-serverapp", "flwr-clientapp")
+
+
+def ours(command: str, *args: str) -> set[int]:
+    """Pids of processes running `command` (with `args`) started by trials of this process
+    (others may run deployments on the same machine)."""
+    owner = f"{OWNER_ENV}={os.getpid()}".encode()
+    found = set()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                environ = (proc / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if command in cmdline and all(a in cmdline for a in args) and owner in environ:
+                found.add(int(proc.name))
+    return found
+
+
+def flower_processes() -> set[int]:
+    """Pids of Flower's deployment processes started by trials of this process."""
+    return set().union(*(ours(command) for command in FLOWER_COMMANDS))
+
+
+def tiny_config(engine: str, **scenario) -> TrialConfig:
+    fields = {**TINY_SCENARIO, "num_clients": 3, "client_eval": False, "engine": engine,
+              "meters": "modeled", **scenario}
+    fields.pop("seed")
+    config = Scenario(**fields)
+    return TrialConfig(config, resolve_leverages({"update_codec": "int8"}, config), 0)
+
+
+@pytest.fixture(scope="module")
+def loopback_pair() -> tuple[TrialResult, TrialResult, set[int], set[int]]:
+    """The same trial on both engines, and the Flower processes before and after. The
+    deployment asks for namespaces on a machine made to lack them: it must say so and run
+    on loopback."""
+    before = flower_processes()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(deployment, "unavailable", lambda: "no namespaces in this test")
+        deployed = run_trial(tiny_config("deployment", deploy_network="netns"))
+    after = flower_processes()
+    simulated = run_trial(tiny_config("simulation"))
+    return deployed, simulated, before, after
+
+
+def test_deployment_matches_simulation(loopback_pair) -> None:
+    deployed, simulated, _, _ = loopback_pair
+    assert deployed.status == "ok", deployed.reason
+    assert [r.round for r in deployed.rounds] == [r.round for r in simulated.rounds] == [1, 2]
+    messages = 3  # per round and direction: one train message per client (no client eval)
+    for mine, theirs in zip(deployed.rounds, simulated.rounds, strict=True):
+        # Replies may be aggregated in another order: float sums differ in the last bits.
+        assert abs(mine.accuracy - theirs.accuracy) <= 0.02
+        # Same payloads; only message metadata (node ids, timestamps) differ by a few bytes.
+        assert abs(mine.bytes_up - theirs.bytes_up) <= 64 * messages
+        assert abs(mine.bytes_down - theirs.bytes_down) <= 64 * messages
+    # Flower's own per-run count (what `flwr ls` shows) is of the same messages, plus object
+    # trees and ids, a few percent that grow with the number of arrays (6% for int8 here).
+    flower = deployed.info["flower_run_bytes"]
+    assert flower["sent"] == pytest.approx(sum(r.bytes_down for r in deployed.rounds), rel=0.1)
+    assert flower["received"] == pytest.approx(sum(r.bytes_up for r in deployed.rounds),
+                                               rel=0.1)
+
+
+def test_without_namespaces_it_says_so_and_runs_on_loopback(loopback_pair) -> None:
+    deployed = loopback_pair[0]
+    assert deployed.info["engine_notes"] == [
+        "deploy_network netns unavailable (no namespaces in this test): ran unshaped on "
+        "loopback"]
+    assert "wire" not in deployed.info  # loopback: no per-client link to count on
+    assert deployed.meters["communication_j"].meter.startswith("payload_bytes")
+
+
+def test_no_flower_process_outlives_the_trial(loopback_pair) -> None:
+    _, _, before, after = loopback_pair
+    assert after <= before, f"left behind: {sorted(after - before)}"
+
+
+def test_a_supernode_killed_mid_round_fails_the_trial_and_leaves_nothing() -> None:
+    """SIGKILL to SuperNode 1 (and its ClientApp) while clients train: the trial fails at
+    once with the reason (Flower alone would wait 60 s of heartbeats, then for ever for the
+    next round's nodes), and no process is left."""
+    before = flower_processes()
+    killed: list[int] = []
+
+    def kill_when_training() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not killed:
+            if ours("flwr-clientapp"):
+                for pid in ours("flower-supernode", "partition-id=1 "):
+                    os.killpg(pid, signal.SIGKILL)
+                    killed.append(pid)
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_when_training, daemon=True)
+    killer.start()
+    result = run_trial(tiny_config("deployment"))
+    killer.join()
+    assert killed
+    assert result.status == "failed"
+    assert "supernode-1 killed by SIGKILL during the run" in result.reason, result.reason
+    assert flower_processes() <= before
+
+
+def test_tls_node_auth_and_the_trials_watcher_across_processes() -> None:
+    """With TLS (certificates made for the trial) and SuperNode authentication (each
+    SuperNode's key registered through the Control API before it starts), the prune rule,
+    which lives in the trial's process while the ServerApp runs in flwr-serverapp, stops
+    the federation after the first round as under the simulation engine."""
+    config = tiny_config("deployment", deploy_node_auth=True, num_clients=2, rounds=3)
+    result = run_trial(config, PruneRule(0.0, ((0.5, 1e-9),)))
+    assert result.status == "pruned", result.reason
+    assert [r.round for r in result.rounds] == [1]
+    assert result.reason.startswith("round 1: pruned")
+    assert not flower_processes()
+
+
+KILLED_TRIAL = """
+import sys
+from sweeper.config import TrialConfig
+from sweeper.trial import run_trial
+run_trial(TrialConfig.from_json(sys.argv[1]))
+"""
+
+
+def test_a_trial_killed_outright_takes_its_processes_along() -> None:
+    """SIGKILL to the trial's own process (no finally runs): its SuperLink, SuperNodes and
+    SuperExecs die with it (PR_SET_PDEATHSIG), and their ClientApps and ServerApp follow."""
+    config = tiny_config("deployment", num_clients=2)
+    trial = subprocess.Popen([sys.executable, "-c", KILLED_TRIAL, config.to_json()],
+                             env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    owner = f"{OWNER_ENV}={trial.pid}".encode()
+
+    def theirs() -> dict[int, bytes]:
+        """pid -> command line of every process the trial started, at any depth."""
+        found = {}
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit() and int(proc.name) != trial.pid:
+                try:
+                    if owner in (proc / "environ").read_bytes().split(b"\0"):
+                        found[int(proc.name)] = (proc / "cmdline").read_bytes()
+                except OSError:
+                    continue
+        return found
+
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not any(
+                b"flwr-clientapp" in cmdline for cmdline in theirs().values()):
+            time.sleep(0.1)
+        assert len(theirs()) >= 6  # SuperLink, 2 SuperNodes, 3 SuperExecs, ClientApps
+    finally:
+        trial.kill()
+        trial.wait()
+    deadline = time.monotonic() + 30
+    while theirs() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not theirs()

@@ -1,0 +1,105 @@
+"""The deployment engine with each SuperNode in its own network namespace: bytes measured on
+each client's veth against the codec's accounting, and shaped links (needs root and
+iproute2; skipped with the reason otherwise)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_deployment import flower_processes, tiny_config
+
+from sweeper.fl import netns
+from sweeper.fl.netns import LinkShape
+from sweeper.result import TrialResult
+from sweeper.trial import run_trial
+
+SLOW = LinkShape(up_mbps=0.1, down_mbps=0.1)  # a cell-edge link: transfers outlast noise
+
+pytestmark = pytest.mark.skipif(netns.unavailable() is not None,
+                                reason=str(netns.unavailable()))
+
+
+def _run(profile: str, width: float) -> TrialResult:
+    config = tiny_config("deployment", deploy_network="netns", network_profile=profile,
+                         num_clients=2, rounds=1)
+    config.leverages.update(update_codec="none", width=width)
+    result = run_trial(config)
+    assert result.status == "ok", result.reason
+    return result
+
+
+@pytest.fixture(scope="module")
+def runs() -> dict[str, TrialResult]:
+    before = flower_processes()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(netns.LINK_SHAPES, "lte", SLOW)
+        out = {"small": _run("wifi", 1.0), "large": _run("wifi", 2.0),
+               "slow": _run("lte", 1.0)}
+    out["left"] = flower_processes() - before
+    for name in ("small", "large", "slow"):  # shown with -s: the protocol overhead measured
+        print(name, out[name].rounds[0].wall_s, out[name].info["wire"])
+    return out
+
+
+def test_measured_bytes_are_accounting_plus_protocol_overhead(runs) -> None:
+    """The overhead (HTTP headers of every request, one per object of a message; TCP/IP and
+    Ethernet headers; polls and heartbeats) is taken from one run and predicts the wire
+    bytes of a run whose messages are 3.5x larger (same arrays, twice the channels) to
+    within 10%."""
+    small, large = runs["small"].info["wire"], runs["large"].info["wire"]
+    for direction in ("up", "down"):
+        assert small[f"overhead_{direction}_bytes"] > 0  # the wire carries more than payload
+        predicted = large[f"accounted_{direction}_bytes"] + small[f"overhead_{direction}_bytes"]
+        assert large[f"wire_{direction}_bytes"] == pytest.approx(predicted, rel=0.10)
+    assert large["accounted_up_bytes"] > 3 * small["accounted_up_bytes"]
+    # The communication energy is priced on the measured bytes.
+    assert runs["small"].meters["communication_j"].meter.startswith("wire_bytes")
+    per_client = runs["small"].info["wire_by_client"][1]
+    assert set(per_client) == {"0", "1"}
+    assert all(v["up_bytes"] > 0 and v["down_bytes"] > 0 for v in per_client.values())
+
+
+def test_a_slower_link_gives_a_longer_round(runs) -> None:
+    fast, slow = runs["small"], runs["slow"]
+    wire = max(slow.info["wire_by_client"][1].values(), key=lambda v: v["down_bytes"])
+    transfer_s = 8 * (wire["up_bytes"] + wire["down_bytes"]) / (SLOW.up_mbps * 1e6)
+    assert transfer_s > 15
+    # Transfers overlap with the other client's and with CPU work, and the machine is
+    # shared: a quarter of the slowest client's transfer time is a safe margin.
+    assert slow.rounds[0].wall_s > fast.rounds[0].wall_s + 0.25 * transfer_s
+
+
+def test_namespaces_links_and_processes_are_removed(runs) -> None:
+    assert not runs["left"]
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert netns.PREFIX not in listed
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert not [line for line in links.splitlines() if ": sw" in line]
+
+
+STALE = """
+import os, signal
+from sweeper.fl.netns import LINK_SHAPES, Network
+network = Network(2, LINK_SHAPES["wifi"]).__enter__()
+print(f"{network.index}-{os.getpid()}", flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # no exit handler runs
+"""
+
+
+def test_a_killed_trials_namespaces_are_removed_by_the_next() -> None:
+    killed = subprocess.run([sys.executable, "-c", STALE], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    stale = f"{netns.PREFIX}-{killed.stdout.split()[0]}-"  # index and owner pid
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert stale in listed
+    with netns.Network(1, netns.LINK_SHAPES["lte"]):
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert stale not in listed
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert netns.PREFIX not in listed
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert not [line for line in links.splitlines() if ": sw" in line]
