@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +18,7 @@ from conftest import TINY_SCENARIO
 from sweeper.config import Scenario, TrialConfig, resolve_leverages
 from sweeper.fl import deployment
 from sweeper.fl.deployment import OWNER_ENV
+from sweeper.fl.processes import Processes, free_port
 from sweeper.fronts import PruneRule
 from sweeper.result import TrialResult
 from sweeper.trial import run_trial
@@ -183,3 +185,25 @@ def test_a_trial_killed_outright_takes_its_processes_along() -> None:
     while theirs() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not theirs()
+
+
+def test_a_superlink_port_taken_in_between_is_retried(tmp_path: Path) -> None:
+    """Another process binds the free port picked for the SuperLink before it starts: the
+    SuperLink fails to bind, is discarded, and a second port is tried."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    ports = iter([taken.getsockname()[1]])
+    procs = Processes(tmp_path)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(deployment, "free_port",
+                      lambda host: next(ports, None) or free_port(host))
+        try:
+            federation = deployment.start(tiny_config("deployment"), tmp_path, procs)
+            assert not federation.superlink.endswith(f":{taken.getsockname()[1]}")
+            assert "superlink-0" not in procs.procs and "superlink-1" in procs.procs
+            assert procs.exited() is None
+        finally:
+            procs.close()
+            taken.close()
+    assert not flower_processes()

@@ -73,19 +73,21 @@ def test_a_slower_link_gives_a_longer_round(runs) -> None:
     assert slow.rounds[0].wall_s > fast.rounds[0].wall_s + 0.25 * transfer_s
 
 
+def _namespaces() -> str:
+    return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+
+
 def test_namespaces_links_and_processes_are_removed(runs) -> None:
+    # Only this process's: other trials (another checkout's tests) may share the machine.
     assert not runs["left"]
-    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert netns.PREFIX not in listed
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    assert not [line for line in links.splitlines() if ": sw" in line]
+    assert f"-{netns.owner_tag()}-" not in _namespaces()
 
 
 STALE = """
 import os, signal
 from sweeper.fl.netns import LINK_SHAPES, Network
 network = Network(2, LINK_SHAPES["wifi"]).__enter__()
-print(f"{network.index}-{os.getpid()}", flush=True)
+print(network.clients[0].netns[:-len("c0")], flush=True)
 os.kill(os.getpid(), signal.SIGKILL)  # no exit handler runs
 """
 
@@ -93,13 +95,8 @@ os.kill(os.getpid(), signal.SIGKILL)  # no exit handler runs
 def test_a_killed_trials_namespaces_are_removed_by_the_next() -> None:
     killed = subprocess.run([sys.executable, "-c", STALE], capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
-    stale = f"{netns.PREFIX}-{killed.stdout.split()[0]}-"  # index and owner pid
-    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert stale in listed
+    stale = killed.stdout.split()[0]  # sweeper-<index>-<owner pid.start time>-
+    assert stale in _namespaces()
     with netns.Network(1, netns.LINK_SHAPES["lte"]):
-        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-        assert stale not in listed
-    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert netns.PREFIX not in listed
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    assert not [line for line in links.splitlines() if ": sw" in line]
+        assert stale not in _namespaces()
+    assert stale not in _namespaces() and f"-{netns.owner_tag()}-" not in _namespaces()

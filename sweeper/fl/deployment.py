@@ -44,7 +44,7 @@ from sweeper.fl.deploy_apps import (
     read_stats,
 )
 from sweeper.fl.netns import Network, link_shape, unavailable
-from sweeper.fl.processes import Processes, free_port, wait_for_port
+from sweeper.fl.processes import Processes, free_port, wait_listening
 from sweeper.fl.relay import Answerer
 from sweeper.fl.strategy import RoundStats
 from sweeper.fl.tls import Credentials, make_credentials
@@ -151,21 +151,28 @@ def start(config: TrialConfig, home: Path, procs: Processes,
     scenario = config.scenario
     env = _env(home)
     host = network.server_address if network else HOST
-    port = free_port(host)
-    link = f"{host}:{port}"
     auth = scenario.deploy_node_auth
     creds = (make_credentials(home / "tls", host, scenario.num_clients if auth else 0)
              if scenario.deploy_tls or auth else None)
     served = (["--ssl-certfile", str(creds.cert), "--ssl-keyfile", str(creds.key),
                "--ssl-ca-certfile", str(creds.ca)] if creds else ["--insecure"])
     to_link = ["--root-certificates", str(creds.ca)] if creds else ["--insecure"]
-    superlink = procs.start("superlink", [
-        _bin("flower-superlink"), *served, *(["--enable-supernode-auth"] if auth else []),
-        "--host", host, "--port", str(port), "--isolation", "process",
-        "--disable-runtime-dependency-installation"], env)
-    if not wait_for_port(host, port, START_TIMEOUT_S, lambda: superlink.poll() is None):
-        raise SweeperError("deployment: flower-superlink did not start: "
-                           + procs.log_tail("superlink"))
+    for attempt in range(3):  # a free port may be taken by another trial before we bind it
+        port = free_port(host)
+        superlink = procs.start(f"superlink-{attempt}", [
+            _bin("flower-superlink"), *served, *(["--enable-supernode-auth"] if auth else []),
+            "--host", host, "--port", str(port), "--isolation", "process",
+            "--disable-runtime-dependency-installation"], env)
+        if wait_listening(superlink, port, START_TIMEOUT_S):
+            break
+        if superlink.poll() is None:
+            raise SweeperError(f"deployment: flower-superlink not listening after "
+                               f"{START_TIMEOUT_S:g} s")
+        why = procs.log_tail(f"superlink-{attempt}")
+        procs.discard(f"superlink-{attempt}")
+    else:
+        raise SweeperError(f"deployment: flower-superlink did not start: {why}")
+    link = f"{host}:{port}"
     procs.start("superexec-link", [_bin("flower-superexec"), *to_link,
                                    "--runtime-api-address", link], env)
     if creds is not None and auth:

@@ -3,14 +3,15 @@ its own, joined to the SuperLink's bridge by a veth pair whose two ends are shap
 `tc` from the trial's network profile (bandwidth with `tbf`; latency and loss with `netem`
 where the kernel has it). The host ends' counters are the clients' bytes on the wire.
 
-Names carry the owner's pid, so the namespaces of a trial whose process was killed are
-removed by the next trial that starts (`remove_stale`)."""
+Names carry the owner's pid and start time, so the namespaces of a trial whose process
+was killed are removed by the next trial that starts (`remove_stale`)."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -80,31 +81,44 @@ def unavailable() -> str | None:
     return None
 
 
-def _alive(pid: int) -> bool:
+def _owner(pid: int) -> str:
+    """A process's pid and start time: pids are reused, the pair is not."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return f"{pid}.{stat.rsplit(')', 1)[1].split()[19]}"
+
+
+def _alive(owner: str) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
+        if "." not in owner:  # a bare pid, as names had before start times were added
+            os.kill(int(owner), 0)
+            return True
+        return _owner(int(owner.split(".")[0])) == owner
     except PermissionError:
         return True
-    return True
+    except (OSError, ValueError):
+        return False
 
 
-def _ours() -> list[tuple[str, int, int]]:
-    """(name, trial index, owner pid) of every namespace made by this module."""
+def owner_tag() -> str:
+    """What this process's namespaces carry in their names."""
+    return _owner(os.getpid())
+
+
+def _ours() -> list[tuple[str, int, str]]:
+    """(name, trial index, owner) of every namespace made by this module."""
     found = []
     for line in _ip("netns", "list").splitlines():
         name = line.split()[0] if line.strip() else ""
         parts = name.split("-")
-        if len(parts) == 4 and parts[0] == PREFIX and parts[1].isdigit() and parts[2].isdigit():
-            found.append((name, int(parts[1]), int(parts[2])))
+        if len(parts) == 4 and parts[0] == PREFIX and parts[1].isdigit():
+            found.append((name, int(parts[1]), parts[2]))
     return found
 
 
 def remove_stale() -> None:
     """Namespaces and bridges left by trials whose process is gone."""
-    for name, index, pid in _ours():
-        if not _alive(pid):
+    for name, index, owner in _ours():
+        if not _alive(owner):
             with contextlib.suppress(SweeperError):
                 _ip("netns", "del", name)
             with contextlib.suppress(SweeperError):
@@ -160,15 +174,16 @@ class Network:
 
     def _free_index(self) -> int:
         taken = {index for _, index, _ in _ours()}
-        taken |= {int(p.name[2:-2]) for p in Path("/sys/class/net").glob("sw*br")
-                  if p.name[2:-2].isdigit()}
+        # and any index whose bridge or veth still exists (e.g. a namespace being torn down)
+        taken |= {int(m.group(1)) for p in Path("/sys/class/net").iterdir()
+                  if (m := re.fullmatch(r"sw(\d+)(br|h\d+)", p.name))}
         for index in range(1, 255):
             if index not in taken:
                 return index
         raise SweeperError("no free subnet for the trial's namespaces (254 in use)")
 
     def _add_client(self, i: int) -> None:
-        netns = f"{PREFIX}-{self.index}-{os.getpid()}-c{i}"
+        netns = f"{PREFIX}-{self.index}-{owner_tag()}-c{i}"
         client = Client(netns, f"sw{self.index}h{i}", f"sw{self.index}n{i}",
                         f"{SUBNET}.{self.index}.{10 + i}")
         _ip("netns", "add", netns)

@@ -15,11 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: the child only calls into it
 
 
 def _die_with_parent() -> None:
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    """Run in the child between fork and exec. The signal comes when the *thread* that
+    started the child ends, so processes are started from the thread running the trial."""
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -28,17 +30,30 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_port(host: str, port: int, timeout_s: float, alive=None) -> bool:
-    """True once something listens on host:port; False on timeout or if `alive()` turns
-    False (the process that should listen has died)."""
+def listening(pid: int, port: int) -> bool:
+    """Whether process `pid` itself holds a TCP socket listening on `port` (a connection
+    test could reach another process that took the port first)."""
+    try:
+        inodes = {os.readlink(fd)[len("socket:["):-1] for fd in Path(f"/proc/{pid}/fd").iterdir()
+                  if os.readlink(fd).startswith("socket:[")}
+    except OSError:
+        return False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if (fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port
+                        and fields[9] in inodes):
+                    return True
+    return False
+
+
+def wait_listening(proc: subprocess.Popen, port: int, timeout_s: float) -> bool:
+    """True once `proc` listens on `port`; False if it exits first or on timeout."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if alive is not None and not alive():
-            return False
-        with socket.socket() as sock:
-            sock.settimeout(0.2)
-            if sock.connect_ex((host, port)) == 0:
-                return True
+    while time.monotonic() < deadline and proc.poll() is None:
+        if listening(proc.pid, port):
+            return True
         time.sleep(0.05)
     return False
 
@@ -81,6 +96,11 @@ class Processes:
         proc = self.procs[name]
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
+
+    def discard(self, name: str) -> None:
+        """Kill a process's group and forget it (e.g. a start that failed, to be retried)."""
+        self.kill(name)
+        self.procs.pop(name).wait()
 
     def close(self, grace_s: float = 2.0) -> None:
         for name in self.procs:
