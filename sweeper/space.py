@@ -15,7 +15,8 @@ import optuna.distributions as od
 import yaml
 
 from sweeper.config import LEVERAGES, Scenario, TrialConfig, resolve_leverages
-from sweeper.errors import SpaceError
+from sweeper.energy.profiles import link_shape
+from sweeper.errors import SpaceError, SweeperError
 from sweeper.result import OBJECTIVE_METRICS
 
 TOP_KEYS = {"name", "description", "objectives", "budget", "sampler", "scenario", "leverages",
@@ -324,6 +325,11 @@ def _scenario(where: str, raw: dict) -> Scenario:
     if scenario.network_profile not in profiles.networks:
         raise SpaceError(f"{where}: scenario.network_profile: unknown profile "
                          f"{scenario.network_profile!r} (known: {', '.join(profiles.networks)})")
+    if scenario.deploy_network == "netns":
+        try:
+            link_shape(scenario.network_profile)
+        except SweeperError as exc:
+            raise SpaceError(f"{where}: scenario.deploy_network: netns: {exc}") from None
     return scenario
 
 

@@ -12,12 +12,23 @@ from pathlib import Path
 import pytest
 from test_deployment import flower_processes, tiny_config
 
+from sweeper.energy import load_profiles
 from sweeper.fl import netns
 from sweeper.fl.netns import LinkShape
 from sweeper.result import TrialResult
 from sweeper.trial import run_trial
 
-SLOW = LinkShape(up_mbps=0.1, down_mbps=0.1)  # a cell-edge link: transfers outlast noise
+# A cell-edge link, slow enough that transfers outlast noise, beside the built-in ethernet.
+EDGE_MBPS = 0.1
+EDGE_PROFILE = f"""
+networks:
+  cell_edge:
+    j_per_byte_up: 3.5e-06
+    j_per_byte_down: 4.2e-07
+    source: a test profile, not a measurement
+    link: {{up_mbps: {EDGE_MBPS}, down_mbps: {EDGE_MBPS}}}
+    link_source: a test profile, not a measurement
+"""
 
 pytestmark = pytest.mark.skipif(netns.unavailable() is not None,
                                 reason=str(netns.unavailable()))
@@ -33,12 +44,18 @@ def _run(profile: str, width: float) -> TrialResult:
 
 
 @pytest.fixture(scope="module")
-def runs() -> dict[str, TrialResult]:
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TrialResult]:
     before = flower_processes()
+    profiles = tmp_path_factory.mktemp("profiles") / "edge.yaml"
+    profiles.write_text(EDGE_PROFILE)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(netns.LINK_SHAPES, "lte", SLOW)
-        out = {"small": _run("wifi", 1.0), "large": _run("wifi", 2.0),
-               "slow": _run("lte", 1.0)}
+        patch.setenv("SWEEPER_PROFILES", str(profiles))
+        load_profiles.cache_clear()
+        try:
+            out = {"small": _run("ethernet", 1.0), "large": _run("ethernet", 2.0),
+                   "slow": _run("cell_edge", 1.0)}
+        finally:
+            load_profiles.cache_clear()
     out["left"] = flower_processes() - before
     for name in ("small", "large", "slow"):  # shown with -s: the protocol overhead measured
         print(name, out[name].rounds[0].wall_s, out[name].info["wire"])
@@ -66,7 +83,7 @@ def test_measured_bytes_are_accounting_plus_protocol_overhead(runs) -> None:
 def test_a_slower_link_gives_a_longer_round(runs) -> None:
     fast, slow = runs["small"], runs["slow"]
     wire = max(slow.info["wire_by_client"][1].values(), key=lambda v: v["down_bytes"])
-    transfer_s = 8 * (wire["up_bytes"] + wire["down_bytes"]) / (SLOW.up_mbps * 1e6)
+    transfer_s = 8 * (wire["up_bytes"] + wire["down_bytes"]) / (EDGE_MBPS * 1e6)
     assert transfer_s > 15
     # Transfers overlap with the other client's and with CPU work, and the machine is
     # shared: a quarter of the slowest client's transfer time is a safe margin.
@@ -85,8 +102,8 @@ def test_namespaces_links_and_processes_are_removed(runs) -> None:
 
 STALE = """
 import os, signal
-from sweeper.fl.netns import LINK_SHAPES, Network
-network = Network(2, LINK_SHAPES["wifi"]).__enter__()
+from sweeper.fl.netns import LinkShape, Network
+network = Network(2, LinkShape(up_mbps=40.0, down_mbps=80.0)).__enter__()
 print(network.clients[0].netns[:-len("c0")], flush=True)
 os.kill(os.getpid(), signal.SIGKILL)  # no exit handler runs
 """
@@ -97,6 +114,6 @@ def test_a_killed_trials_namespaces_are_removed_by_the_next() -> None:
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
     stale = killed.stdout.split()[0]  # sweeper-<index>-<owner pid.start time>-
     assert stale in _namespaces()
-    with netns.Network(1, netns.LINK_SHAPES["lte"]):
+    with netns.Network(1, LinkShape(up_mbps=6.0, down_mbps=13.0)):
         assert stale not in _namespaces()
     assert stale not in _namespaces() and f"-{netns.owner_tag()}-" not in _namespaces()

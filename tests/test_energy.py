@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from sweeper.energy import RoundUsage, modeled_ledger
-from sweeper.energy.profiles import HostProfile, NetworkProfile, load_profiles
+from sweeper.energy.profiles import (
+    HostProfile,
+    LinkShape,
+    NetworkProfile,
+    link_shape,
+    load_profiles,
+)
 from sweeper.errors import SweeperError
 
 
@@ -40,6 +46,9 @@ def test_user_profiles_extend_the_builtin_ones_and_bad_keys_are_named(tmp_path) 
                     "    link: {up_mbps: 1000, rtt_ms: 0.2}\n    link_source: iperf3 on the lab\n")
     profiles = load_profiles(str(good))
     assert profiles.networks["lab_ethernet"].link == {"up_mbps": 1000.0, "rtt_ms": 0.2}
+    assert link_shape("lte") == LinkShape(up_mbps=6.0, down_mbps=13.0)  # Huang et al. 2012
+    with pytest.raises(SweeperError, match=r"'wifi' has no link shape.*SWEEPER_PROFILES"):
+        link_shape("wifi")
     assert "raspberry_pi_4" in profiles.devices  # built-ins stay
     bad = tmp_path / "bad.yaml"
     bad.write_text(good.read_text().replace("rtt_ms", "latency"))

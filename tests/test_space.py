@@ -58,6 +58,8 @@ BAD = [
     ("missing leverages", "leverages", DELETE, "leverages"),
     ("unknown profile", "scenario.network_profile", "carrier-pigeon",
      "scenario.network_profile"),
+    ("emulated link without a shape (wifi)", "scenario.deploy_network", "netns",
+     "scenario.deploy_network"),
 ]
 
 

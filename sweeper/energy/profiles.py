@@ -36,6 +36,16 @@ LINK_FIELDS = ("up_mbps", "down_mbps", "rtt_ms", "loss_pct")
 
 
 @dataclass(frozen=True)
+class LinkShape:
+    """A link to emulate (deployment engine, network namespaces)."""
+
+    up_mbps: float
+    down_mbps: float
+    latency_ms: float = 0.0  # one way
+    loss_pct: float = 0.0
+
+
+@dataclass(frozen=True)
 class DeviceProfile:
     name: str
     j_per_flop: dict[str, float]  # by precision: fp32, bf16, fp16
@@ -99,3 +109,19 @@ def _link(name: str, body: dict) -> dict[str, float]:
     if link and not body.get("link_source"):
         raise ValueError(f"networks.{name}: link given without link_source")
     return {key: float(value) for key, value in link.items()}
+
+
+def link_shape(network_profile: str) -> LinkShape:
+    """The link of a network profile, from its `link` fields (each with its source)."""
+    networks = load_profiles().networks
+    profile = networks.get(network_profile)
+    link = profile.link if profile is not None else {}
+    if "up_mbps" not in link or "down_mbps" not in link:
+        known = sorted(name for name, p in networks.items()
+                       if {"up_mbps", "down_mbps"} <= set(p.link))
+        raise SweeperError(f"network profile {network_profile!r} has no link shape to emulate "
+                           f"(profiles with one: {', '.join(known)}); add link: {{up_mbps, "
+                           "down_mbps, rtt_ms, loss_pct}} and link_source to a profiles file "
+                           "named by SWEEPER_PROFILES")
+    return LinkShape(link["up_mbps"], link["down_mbps"], link.get("rtt_ms", 0.0) / 2,
+                     link.get("loss_pct", 0.0))

@@ -35,6 +35,7 @@ from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
 
 import sweeper
 from sweeper.config import TrialConfig
+from sweeper.energy.profiles import link_shape
 from sweeper.errors import SweeperError
 from sweeper.fl.deploy_apps import (
     STATS_PATH,
@@ -43,7 +44,7 @@ from sweeper.fl.deploy_apps import (
     WIRE_INTERFACES,
     read_stats,
 )
-from sweeper.fl.netns import Network, link_shape, unavailable
+from sweeper.fl.netns import Network, unavailable
 from sweeper.fl.processes import Processes, free_port, wait_listening
 from sweeper.fl.relay import Answerer
 from sweeper.fl.strategy import RoundStats

@@ -17,47 +17,13 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from sweeper.energy.profiles import LinkShape
 from sweeper.errors import SweeperError
 from sweeper.fl.wire import read_counters
 
 PREFIX = "sweeper"
 SUBNET = "10.213"  # 10.213.<trial>.0/24: one /24 per running trial, inside its namespaces
 LOCK = Path("/tmp/sweeper-netns.lock")
-
-
-@dataclass(frozen=True)
-class LinkShape:
-    up_mbps: float
-    down_mbps: float
-    latency_ms: float = 0.0  # one way
-    loss_pct: float = 0.0
-
-
-# until profiles.yaml carries link fields: typical throughput of each access network
-# (OpenSignal/Ookla medians, rounded), one-way latency, random loss.
-LINK_SHAPES: dict[str, LinkShape] = {
-    "wifi": LinkShape(up_mbps=40.0, down_mbps=80.0, latency_ms=5.0, loss_pct=0.1),
-    "lte": LinkShape(up_mbps=8.0, down_mbps=30.0, latency_ms=25.0, loss_pct=0.5),
-    "5g": LinkShape(up_mbps=20.0, down_mbps=150.0, latency_ms=10.0, loss_pct=0.1),
-    "ethernet": LinkShape(up_mbps=1000.0, down_mbps=1000.0, latency_ms=0.25),
-    "internet": LinkShape(up_mbps=50.0, down_mbps=100.0, latency_ms=15.0),
-}
-
-
-def link_shape(network_profile: str) -> LinkShape:
-    """The link of a network profile: its own fields once it has them, else the table."""
-    from sweeper.energy import load_profiles
-
-    profile = load_profiles().networks.get(network_profile)
-    bandwidth = getattr(profile, "bandwidth_mbps", None)
-    if bandwidth:
-        return LinkShape(float(bandwidth), float(bandwidth),
-                         float(getattr(profile, "latency_ms", 0.0) or 0.0),
-                         float(getattr(profile, "loss_pct", 0.0) or 0.0))
-    if network_profile not in LINK_SHAPES:
-        raise SweeperError(f"network profile {network_profile!r} has no link shape "
-                           f"(known: {', '.join(sorted(LINK_SHAPES))})")
-    return LINK_SHAPES[network_profile]
 
 
 def _ip(*args: str, netns: str | None = None) -> str:
