@@ -131,6 +131,7 @@ class Scenario:
     # deployment: "loopback", or "netns": each SuperNode in a network namespace, its link
     # shaped from network_profile and its bytes on the wire counted (root only)
     deploy_network: str = "loopback"
+    deploy_placement: str = "local"  # deployment: "local", or "ray": a SuperNode per Ray actor
     deploy_tls: bool = False  # deployment: TLS to the SuperLink, certificates made per trial
     deploy_node_auth: bool = False  # deployment: SuperNode authentication (implies TLS)
     host_profile: str = "laptop"

@@ -29,6 +29,7 @@ SCENARIO_CHOICES = {
     "partition": ("speaker", "iid", "dirichlet"),
     "engine": ("simulation", "deployment"),
     "deploy_network": ("loopback", "netns"),
+    "deploy_placement": ("local", "ray"),
     "isolation": ("shared", "node"),
 }
 

@@ -207,3 +207,38 @@ def test_a_superlink_port_taken_in_between_is_retried(tmp_path: Path) -> None:
             procs.close()
             taken.close()
     assert not flower_processes()
+
+
+def test_supernodes_placed_by_ray_run_in_their_actors(ray_cluster, loopback_pair) -> None:
+    """`deploy_placement: ray`: each SuperNode is started by a Ray actor of its own (here
+    all on the one local node), the SuperLink beside the trial at the node's address; the
+    result is the local deployment's, and the actors and their processes go at the end."""
+    import ray
+
+    before = flower_processes()
+    placed = run_trial(tiny_config("deployment", deploy_placement="ray"))
+    assert placed.status == "ok", placed.reason
+    local = loopback_pair[0]
+    for mine, theirs in zip(placed.rounds, local.rounds, strict=True):
+        assert abs(mine.accuracy - theirs.accuracy) <= 0.02
+        assert abs(mine.bytes_up - theirs.bytes_up) <= 64 * 3
+    supernodes = placed.info["supernodes"]
+    assert len(supernodes) == 3
+    assert {s["node"] for s in supernodes} == {ray.util.get_node_ip_address()}
+    assert os.getpid() not in {s["actor_pid"] for s in supernodes}  # not the trial's process
+    assert len({s["actor_pid"] for s in supernodes}) == 3
+    assert flower_processes() <= before
+    deadline = time.monotonic() + 15  # ray.kill returns before the worker is gone
+    actors = {s["actor_pid"] for s in supernodes}
+    while actors and time.monotonic() < deadline:
+        actors = {pid for pid in actors if _alive(pid)}
+        time.sleep(0.2)
+    assert not actors, f"actor processes left: {sorted(actors)}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import ray
 from flwr.common.constant import Status, SubStatus
 from flwr.common.serde import fab_to_proto, user_config_to_proto
 from flwr.proto.control_pb2 import (  # pylint: disable=E0611
@@ -46,6 +47,7 @@ from sweeper.fl.deploy_apps import (
 )
 from sweeper.fl.netns import Network, unavailable
 from sweeper.fl.processes import Processes, free_port, wait_listening
+from sweeper.fl.ray_nodes import RaySuperNodes
 from sweeper.fl.relay import Answerer
 from sweeper.fl.strategy import RoundStats
 from sweeper.fl.tls import Credentials, make_credentials
@@ -90,6 +92,11 @@ class Federation:
     superlink: str  # host:port of the SuperLink (Fleet, Control and Runtime APIs)
     network: Network | None  # the clients' namespaces and links, if any
     ca: Path | None = None  # the CA that signed the SuperLink's certificate, with TLS
+    remote: RaySuperNodes | None = None  # SuperNodes placed by Ray, if so
+
+    def exited(self) -> str | None:
+        """The first of the federation's processes to have ended, and how; or None."""
+        return self.procs.exited() or (self.remote.exited() if self.remote else None)
 
 
 def run_federation(config: TrialConfig, watcher=None,
@@ -106,8 +113,10 @@ def run_federation(config: TrialConfig, watcher=None,
         stack.callback(shutil.rmtree, home, ignore_errors=True)
         network, notes = _network(config, stack)
         stack.callback(procs.close)  # processes go before their namespaces
-        federation = start(config, home, procs, network)
+        federation = start(config, home, procs, network, stack)
         info["engine_notes"] = notes + (network.notes if network else [])
+        if federation.remote is not None:
+            info["supernodes"] = federation.remote.placement
         return run(federation, config, watcher, info)
 
 
@@ -148,10 +157,19 @@ def _bin(name: str) -> str:
 
 
 def start(config: TrialConfig, home: Path, procs: Processes,
-          network: Network | None = None) -> Federation:
+          network: Network | None = None,
+          stack: contextlib.ExitStack | None = None) -> Federation:
+    """Start the SuperLink and the SuperNodes (here, or on Ray's nodes: `stack` then
+    closes their actors)."""
     scenario = config.scenario
     env = _env(home)
-    host = network.server_address if network else HOST
+    on_ray = scenario.deploy_placement == "ray"
+    if on_ray and (network is not None or scenario.deploy_tls or scenario.deploy_node_auth):
+        raise SweeperError("deploy_placement: ray runs insecure on the cluster's own "
+                           "network: not with deploy_network netns, TLS or node auth")
+    # SuperNodes on other nodes reach the SuperLink at this node's address, not loopback.
+    host = (network.server_address if network
+            else ray.util.get_node_ip_address() if on_ray else HOST)
     auth = scenario.deploy_node_auth
     creds = (make_credentials(home / "tls", host, scenario.num_clients if auth else 0)
              if scenario.deploy_tls or auth else None)
@@ -178,20 +196,28 @@ def start(config: TrialConfig, home: Path, procs: Processes,
                                    "--runtime-api-address", link], env)
     if creds is not None and auth:
         _register_nodes(link, creds)
-    for partition in range(scenario.num_clients):
+
+    def commands(partition: int, node_port: int) -> list[tuple[str, list[str]]]:
         # The SuperNode's own Runtime API (for its ClientApps) stays on its loopback.
-        node_port = free_port(HOST)
         prefix = network.exec_prefix(partition) if network else []
-        name = f"supernode-{partition}"
         key = (["--auth-supernode-private-key", str(creds.node_keys[partition])]
                if creds is not None and auth else [])
-        procs.start(name, [
+        return [(f"supernode-{partition}", [
             *prefix, _bin("flower-supernode"), *to_link, *key, "--superlink", link,
             "--node-config", f"partition-id={partition} num-partitions={scenario.num_clients}",
-            "--isolation", "process", "--host", HOST, "--port", str(node_port)], env)
-        procs.start(f"superexec-{partition}", [
-            *prefix, _bin("flower-superexec"), "--insecure",
-            "--runtime-api-address", f"{HOST}:{node_port}"], env)
+            "--isolation", "process", "--host", HOST, "--port", str(node_port)]),
+            (f"superexec-{partition}", [
+                *prefix, _bin("flower-superexec"), "--insecure",
+                "--runtime-api-address", f"{HOST}:{node_port}"])]
+
+    if on_ray:
+        remote = RaySuperNodes(scenario.num_clients, commands, env)
+        if stack is not None:
+            stack.callback(remote.close)
+        return Federation(procs, home, link, network, None, remote)
+    for partition in range(scenario.num_clients):
+        for name, argv in commands(partition, free_port(HOST)):
+            procs.start(name, argv, env)
     return Federation(procs, home, link, network, creds.ca if creds else None)
 
 
@@ -256,7 +282,7 @@ def run(federation: Federation, config: TrialConfig, watcher=None,
                 break
             # A lost SuperNode would hold the next round until Flower's heartbeat patience
             # (2 x 30 s) runs out, and then for ever for want of nodes: fail now, saying why.
-            dead = federation.procs.exited()
+            dead = federation.exited()
             if dead or time.monotonic() > deadline:
                 with contextlib.suppress(Exception):
                     control.StopRun(StopRunRequest(run_id=run_id))
