@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from test_deployment import flower_processes, tiny_config
 
+from sweeper.config import TrialConfig
 from sweeper.energy import load_profiles
 from sweeper.fl import netns
 from sweeper.fl.netns import LinkShape
@@ -34,10 +35,14 @@ pytestmark = pytest.mark.skipif(netns.unavailable() is not None,
                                 reason=str(netns.unavailable()))
 
 
-def _run(profile: str, width: float) -> TrialResult:
-    config = tiny_config("deployment", deploy_network="netns", network_profile=profile,
-                         num_clients=2, rounds=1)
+def _config(engine: str, profile: str, width: float, **scenario) -> TrialConfig:
+    config = tiny_config(engine, network_profile=profile, num_clients=3, rounds=1, **scenario)
     config.leverages.update(update_codec="none", width=width)
+    return config
+
+
+def _run(profile: str, width: float) -> TrialResult:
+    config = _config("deployment", profile, width, deploy_network="netns")
     result = run_trial(config)
     assert result.status == "ok", result.reason
     return result
@@ -62,6 +67,13 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TrialResult]:
     return out
 
 
+def test_shaped_deployment_learns_as_the_simulation_does(runs) -> None:
+    simulated = run_trial(_config("simulation", "ethernet", 1.0))
+    assert simulated.status == "ok", simulated.reason
+    assert abs(runs["small"].accuracy - simulated.accuracy) <= 0.02
+    assert abs(runs["small"].rounds[0].bytes_up - simulated.rounds[0].bytes_up) <= 64 * 3
+
+
 def test_measured_bytes_are_accounting_plus_protocol_overhead(runs) -> None:
     """The overhead (HTTP headers of every request, one per object of a message; TCP/IP and
     Ethernet headers; polls and heartbeats) is taken from one run and predicts the wire
@@ -76,7 +88,7 @@ def test_measured_bytes_are_accounting_plus_protocol_overhead(runs) -> None:
     # The communication energy is priced on the measured bytes.
     assert runs["small"].meters["communication_j"].meter.startswith("wire_bytes")
     per_client = runs["small"].info["wire_by_client"][1]
-    assert set(per_client) == {"0", "1"}
+    assert set(per_client) == {"0", "1", "2"}
     assert all(v["up_bytes"] > 0 and v["down_bytes"] > 0 for v in per_client.values())
 
 
