@@ -7,6 +7,7 @@ ConfigRecord), so the same app runs under the simulation engine and under SuperN
 from __future__ import annotations
 
 import time
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -36,11 +37,22 @@ RESIDUAL_KEY = "error-feedback-residual"
 app = ClientApp()
 
 
+@lru_cache(maxsize=8)
+def _parsed(text: str) -> TrialConfig:
+    return TrialConfig.from_json(text)
+
+
+def trial_config_of(msg: Message) -> TrialConfig:
+    """The trial's config a server message carries, parsed once per trial (every message
+    of a trial carries the same text; the config is never modified)."""
+    return _parsed(str(msg.content["config"][TRIAL_CONFIG_KEY]))
+
+
 def _received(msg: Message) -> tuple[TrialConfig, int, dict[str, np.ndarray], torch.nn.Module]:
     """The trial's config, the round, the decoded global model of a server message, and
     the trial's model loaded with it."""
     config_record = msg.content["config"]
-    config = TrialConfig.from_json(str(config_record[TRIAL_CONFIG_KEY]))
+    config = trial_config_of(msg)
     global_arrays = _decoded(msg.content["arrays"], config)
     model = reusable_model(config)
     load_numpy(model, global_arrays)
@@ -75,8 +87,7 @@ def _windowed(work):
     scenario's meters give a counter); the attributed joules join its metrics."""
 
     def run(msg: Message, context: Context) -> Message:
-        scenario = TrialConfig.from_json(
-            str(msg.content["config"][TRIAL_CONFIG_KEY])).scenario
+        scenario = trial_config_of(msg).scenario
         with client_window(scenario.meters, scenario.isolation) as window:
             reply = work(msg, context)
         if window is not None:
