@@ -16,10 +16,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp import strategy as flwr_strategies
 
+from sweeper.fl.arrays import HeldArray, array_values, to_array
 from sweeper.fl.codecs import Codec
 from sweeper.fl.task import TRIAL_CONFIG_KEY, payload_bytes, to_numpy
 
@@ -161,9 +162,11 @@ class AccountingMixin:
                 stats.selection_cpu_s += float(metrics["selection_cpu_s"])
                 stats.torch_threads = int(metrics["torch_threads"])
                 decoded = to_numpy(self.uplink.decode(msg.content["arrays"]))
-                msg.content["arrays"] = ArrayRecord({
-                    k: Array(base[k] + d if np.issubdtype(d.dtype, np.floating) else d)
-                    for k, d in decoded.items()})
+                model = ArrayRecord()  # item by item: ArrayRecord(dict) copies each Array
+                for k, d in decoded.items():  # read back by the strategy only
+                    model[k] = HeldArray(base[k] + d if np.issubdtype(d.dtype, np.floating)
+                                         else d)
+                msg.content["arrays"] = model
         arrays, metrics = super().aggregate_train(server_round, replies)
         if arrays is not None:  # FedOpt's moments are float64: keep the model's own dtypes
             arrays = _like(arrays, self._global)
@@ -222,7 +225,6 @@ def accounted(name: str, leverages: dict[str, Any], num_clients: int, uplink: Co
 def _like(arrays: ArrayRecord, reference: ArrayRecord) -> ArrayRecord:
     out = ArrayRecord()
     for key, arr in arrays.items():
-        a = arr.numpy()
-        dtype = reference[key].numpy().dtype
-        out[key] = arr if a.dtype == dtype else Array(a.astype(dtype))
+        dtype = reference[key].dtype
+        out[key] = arr if arr.dtype == dtype else to_array(array_values(arr).astype(dtype))
     return out

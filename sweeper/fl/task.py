@@ -6,10 +6,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord
-from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+from flwr.app import ArrayRecord
+from flwr.app.message.arraychunk import ArrayChunk
+from flwr.supercore.constant import HEAD_BODY_DIVIDER, HEAD_VALUE_DIVIDER
+from flwr.supercore.inflatable.inflatable_object import (
+    InflatableObject,
+    no_object_id_recompute,
+)
 
 from sweeper.config import TrialConfig
+from sweeper.fl.arrays import array_values, to_array
 from sweeper.fl.codecs import CodecSpec
 from sweeper.kws.dataset import client_split
 from sweeper.kws.task import trial_data
@@ -23,7 +29,7 @@ def model_to_arrays(model: torch.nn.Module) -> ArrayRecord:
 
 def to_numpy(record: ArrayRecord) -> dict[str, np.ndarray]:
     """The arrays of a record, deserialized once (Array.numpy() parses a header each call)."""
-    return {key: arr.numpy() for key, arr in record.items()}
+    return {key: array_values(arr) for key, arr in record.items()}
 
 
 def load_numpy(model: torch.nn.Module, arrays: dict[str, np.ndarray]) -> None:
@@ -35,7 +41,7 @@ def numpy_difference(model: torch.nn.Module, base: dict[str, np.ndarray]) -> Arr
     out = ArrayRecord()
     for key, tensor in model.state_dict().items():
         a = tensor.detach().numpy()
-        out[key] = Array(a - base[key] if np.issubdtype(a.dtype, np.floating) else a.copy())
+        out[key] = to_array(a - base[key] if np.issubdtype(a.dtype, np.floating) else a.copy())
     return out
 
 
@@ -58,8 +64,8 @@ def _combine(a: ArrayRecord, b: ArrayRecord, op) -> ArrayRecord:
     """op(a, b) for float arrays; other arrays taken from `a`."""
     out = ArrayRecord()
     for key, arr in a.items():
-        x = arr.numpy()
-        out[key] = Array(op(x, b[key].numpy()).astype(x.dtype)
+        x = array_values(arr)
+        out[key] = to_array(op(x, array_values(b[key])).astype(x.dtype)
                          if np.issubdtype(x.dtype, np.floating) else x)
     return out
 
@@ -87,6 +93,30 @@ def test_data(config: TrialConfig) -> tuple[torch.Tensor, torch.Tensor]:
     return data.x[index], data.y[index]
 
 
-def payload_bytes(obj) -> int:
-    """Bytes of a Flower object as serialized for the wire (every nested object deflated)."""
-    return sum(len(o.deflate()) for o in get_all_nested_objects(obj).values())
+def payload_bytes(obj: InflatableObject) -> int:
+    """Bytes of a Flower object as serialized for the wire: every nested object deflated,
+    identical objects (same object id) once, as Flower's object store sends them.
+
+    Same sum as deflating each of `get_all_nested_objects(obj)`, without its second
+    deflate and SHA-256 of every array chunk: a parent's `children` already holds its
+    children's ids (an Array's chunk ids are cached by Flower), and a chunk's deflated size
+    is its header plus its data."""
+    sizes: dict[str, int] = {}
+
+    def walk(node: InflatableObject, object_id: str) -> None:
+        for child_id, child in (node.children or {}).items():
+            if child_id not in sizes:
+                walk(child, child_id)
+        sizes[object_id] = (_chunk_size(node) if isinstance(node, ArrayChunk)
+                            else len(node.deflate()))
+
+    with no_object_id_recompute():  # each object's id computed once in this count
+        walk(obj, obj.object_id)
+    return sum(sizes.values())
+
+
+def _chunk_size(chunk: ArrayChunk) -> int:
+    """len(chunk.deflate()) without copying the data (see `add_header_to_object_body`)."""
+    size = len(chunk.data)
+    head = f"{type(chunk).__qualname__}{HEAD_VALUE_DIVIDER}{HEAD_VALUE_DIVIDER}{size}"
+    return len(head.encode()) + len(HEAD_BODY_DIVIDER) + size

@@ -8,6 +8,8 @@ from typing import Protocol
 import numpy as np
 from flwr.app import Array, ArrayRecord
 
+from sweeper.fl.arrays import array_values, to_array
+
 
 class Codec(Protocol):
     name: str
@@ -61,11 +63,11 @@ class ElementwiseCodec:
         raise NotImplementedError
 
     def encode(self, record: ArrayRecord) -> ArrayRecord:
-        return _map(record, is_float, lambda arr: self.encode_array(arr.numpy()))
+        return _map(record, is_float, lambda arr: self.encode_array(array_values(arr)))
 
     def decode(self, record: ArrayRecord) -> ArrayRecord:
         return _map(record, lambda arr: arr.stype.startswith("sweeper."),
-                    lambda arr: Array(self.decode_array(arr)))
+                    lambda arr: to_array(self.decode_array(arr)))
 
 
 def _map(record: ArrayRecord, selected: Callable[[Array], bool],
@@ -94,7 +96,7 @@ class SideArrayCodec:
         out = ArrayRecord()
         for key, arr in record.items():
             if is_float(arr):
-                out[key], out[key + self.suffix] = self.encode_array(arr.numpy())
+                out[key], out[key + self.suffix] = self.encode_array(array_values(arr))
             else:
                 out[key] = arr
         return out
@@ -105,7 +107,7 @@ class SideArrayCodec:
             if key.endswith(self.suffix):
                 continue
             if arr.stype == self.stype:
-                out[key] = Array(self.decode_array(arr, record[key + self.suffix].numpy()))
+                out[key] = to_array(self.decode_array(arr, array_values(record[key + self.suffix])))
             else:
                 out[key] = arr
         return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from flwr.app import Array
 
+from sweeper.fl.arrays import to_array
 from sweeper.fl.codecs.base import ElementwiseCodec, SideArrayCodec
 
 SCALE_SUFFIX = "::scale"
@@ -63,7 +64,7 @@ class IntQuantizer(SideArrayCodec):
         q = rows / scale[:, None]
         q = np.floor(q + self.rng.random(q.shape)) if self.stochastic else np.rint(q)
         q = np.clip(q, -self.levels, self.levels).astype(np.int8).reshape(a.shape)
-        return self._pack(q), Array(scale)
+        return self._pack(q), to_array(scale)
 
     def decode_array(self, payload: Array, scale: np.ndarray) -> np.ndarray:
         rows = self._rows(self._unpack(payload).astype(np.float32)) * scale[:, None]

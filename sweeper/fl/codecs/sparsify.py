@@ -7,6 +7,7 @@ import math
 import numpy as np
 from flwr.app import Array
 
+from sweeper.fl.arrays import to_array
 from sweeper.fl.codecs.base import SideArrayCodec
 
 INDEX_SUFFIX = "::index"
@@ -28,7 +29,7 @@ class TopK(SideArrayCodec):
         index = np.sort(np.argpartition(np.abs(flat), flat.size - k)[flat.size - k:])
         payload = Array(dtype="float32", shape=a.shape, stype=self.stype,
                         data=flat[index].tobytes())
-        return payload, Array(index.astype(np.int32))
+        return payload, to_array(index.astype(np.int32))
 
     def decode_array(self, payload: Array, index: np.ndarray) -> np.ndarray:
         dense = np.zeros(int(np.prod(payload.shape)), np.float32)
