@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from queue import Empty, Queue
 from uuid import uuid4
 
@@ -34,38 +35,63 @@ from flwr.server.superlink.linkstate.in_memory_linkstate import RunRecord
 from flwr.server.superlink.linkstate.utils import generate_rand_int_from_bytes
 from flwr.serverapp import ServerApp
 from flwr.supercore.constant import FLWR_IN_MEMORY_DB_NAME, NOOP_FEDERATION_ID
+from flwr.supercore.date import now
 from flwr.supercore.object_store import ObjectStoreFactory
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 from flwr.superlink.federation import NoOpFederationManager
 from flwr.superlink.grid import InMemoryGrid
 
-# Flower's defaults poll every 0.1 s (grid) and stop after a 1 s queue timeout (runtime);
-# at these intervals an idle wait costs about a millisecond per message round trip.
-# Idle waits back off from the first value to the second: prompt hand-over of a message,
-# little CPU stolen from the other side while it computes.
-GRID_PULL_INTERVAL_S = 0.003
-DISPATCH_IDLE_S = (0.0005, 0.005)
+
+class HandOffGrid(InMemoryGrid):
+    """Flower's in-memory grid, with the polling taken out of both sides: pushed messages
+    are also handed to the dispatcher's inbox, and `send_and_receive` sleeps until the
+    dispatcher says replies are stored, instead of pulling every `pull_interval` (0.1 s by
+    default) and scanning every stored message for every node on each pull."""
+
+    def __init__(self, state_factory: LinkStateFactory) -> None:
+        super().__init__(state_factory=state_factory)
+        self.inbox: Queue[Message | None] = Queue()  # None: the ServerApp has returned
+        self.replied = threading.Condition()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        messages = list(messages)
+        stored = set(super().push_messages(messages))
+        for message in messages:
+            if message.metadata.message_id in stored:
+                self.inbox.put(message)
+        return stored
+
+    def send_and_receive(self, messages: Iterable[Message], *,
+                         timeout: float | None = None) -> Iterable[Message]:
+        waiting = set(self.push_messages(messages))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        replies: list[Message] = []
+        with self.replied:
+            while True:
+                pulled = list(self.pull_messages(waiting))
+                replies.extend(pulled)
+                waiting -= {m.metadata.reply_to_message_id for m in pulled}
+                left = None if deadline is None else deadline - time.monotonic()
+                if not waiting or (left is not None and left <= 0):
+                    return replies
+                self.replied.wait(left)
+
+    def replies_stored(self) -> None:
+        with self.replied:
+            self.replied.notify_all()
 
 
-def _dispatch(state, backend: Backend, nodes: dict[int, int], node_stores: dict,
-              stop: threading.Event) -> None:
-    """Deliver every message the ServerApp pushes to its node's ClientApp, in node order,
-    until the ServerApp returns. Does what Flower's `run_api` does (contexts, error
-    replies), without its 0.1 s polling cycle and its 1 s shutdown timeouts."""
-    idle, longest = DISPATCH_IDLE_S
-    wait = idle
-    while not stop.is_set():
-        delivered = False
-        for node_id in nodes:
-            for message in state.get_message_ins(node_id=node_id, limit=None):
-                delivered = True
-                state.store_message_res(_reply(message, backend, node_stores[node_id]))
-        if delivered:
-            wait = idle
-        else:
-            stop.wait(wait)
-            wait = min(2 * wait, longest)
+def _dispatch(grid: HandOffGrid, backend: Backend, node_stores: dict) -> None:
+    """Deliver each message the ServerApp pushes to its node's ClientApp, until the
+    ServerApp returns. Does what Flower's `run_api` does (delivery marks, contexts, error
+    replies), without its polling and its 1 s shutdown timeouts."""
+    while (message := grid.inbox.get()) is not None:
+        message.metadata.delivered_at = now().isoformat()  # as LinkState.get_message_ins
+        store = node_stores[message.metadata.dst_node_id]
+        grid.state.store_message_res(_reply(message, backend, store))
+        if grid.inbox.empty():  # the round's messages are answered: wake the ServerApp
+            grid.replies_stored()
 
 
 def _reply(message: Message, backend: Backend, store) -> Message:
@@ -126,13 +152,11 @@ def run_federation(server_app: ServerApp, client_app: ClientApp, num_clients: in
     state.run_ids[run.run_id] = RunRecord(run=run)
     state.task_store[run.primary_task_id] = Task(task_id=run.primary_task_id,
                                                  run_id=run.run_id)
-    grid = InMemoryGrid(state_factory=state_factory)
-    grid.pull_interval = GRID_PULL_INTERVAL_S
+    grid = HandOffGrid(state_factory)
     grid.set_run(run)
 
     nodes = _register_nodes(num_nodes=num_clients, state_factory=state_factory)
     node_stores = _register_node_info_stores(nodes_mapping=nodes, run=run)
-    stop = threading.Event()
     errors: Queue[BaseException] = Queue()
 
     def serve() -> None:
@@ -143,14 +167,14 @@ def run_federation(server_app: ServerApp, client_app: ClientApp, num_clients: in
         except BaseException as exc:  # handed to the caller below
             errors.put(exc)
         finally:
-            stop.set()
+            grid.inbox.put(None)
 
     server = threading.Thread(target=serve, name="sweeper-serverapp", daemon=True)
     server.start()
     backend = InProcessBackend()
     backend.build(lambda: client_app)
     try:
-        _dispatch(state, backend, nodes, node_stores, stop)
+        _dispatch(grid, backend, node_stores)
     finally:
         backend.terminate()
     server.join()
