@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from flwr.app import ConfigRecord, Error, Message, MetricRecord, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.supercore.task_identity import TaskIdentity
 
 from sweeper.config import Scenario, TrialConfig, resolve_leverages
-from sweeper.fl.strategy import STRATEGIES
+from sweeper.fl.codecs.base import Identity
+from sweeper.fl.strategy import STRATEGIES, accounted
 from sweeper.kws.dataset import load_data
 from sweeper.kws.models import build_model
 from sweeper.kws.train import train
@@ -44,6 +48,25 @@ def test_fedprox_at_mu_zero_equals_fedavg_and_mu_changes_it() -> None:
     assert [r.accuracy for r in prox0.rounds] == [r.accuracy for r in fedavg.rounds]
     assert [r.loss for r in prox0.rounds] == [r.loss for r in fedavg.rounds]
     assert [r.loss for r in prox.rounds] != [r.loss for r in _run(strategy="fedavg", lr=0.1).rounds]
+
+
+def test_replies_reach_the_strategy_in_partition_order() -> None:
+    """Engines hand replies over in any order and float sums depend on it: the strategy
+    sees them in partition order (failed clients last), so a trial repeats to the bit."""
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, SUPERLINK_NODE_ID
+    leverages = resolve_leverages({}, TINY)
+    strategy = accounted("fedavg", leverages, 5, Identity(), Identity(), "{}")
+
+    def reply(node: int, content: RecordDict | Error) -> Message:
+        sent = Message(RecordDict({"config": ConfigRecord()}), dst_node_id=node,
+                       message_type="train")
+        return Message(content, reply_to=sent)
+
+    replies = [reply(900 + pid, RecordDict({"metrics": MetricRecord(
+        {"partition-id": pid, "cpu_s": 0.1, "flops": 1.0})})) for pid in (3, 0, 4, 1)]
+    replies.insert(1, reply(12, Error(code=0, reason="client crashed")))
+    ordered = strategy._incoming(1, replies)
+    assert [r.metadata.src_node_id for r in ordered] == [900, 901, 903, 904, 12]
 
 
 @pytest.mark.parametrize("name", sorted(set(STRATEGIES) - {"fedavg", "fedprox"}))

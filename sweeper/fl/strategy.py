@@ -123,7 +123,7 @@ class AccountingMixin:
 
     def _incoming(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
         stats = self._stats(server_round)
-        replies = list(replies)
+        replies = sorted(replies, key=_client_order)
         for msg in replies:
             stats.count(msg.metadata.src_node_id, up=payload_bytes(msg))
             if msg.has_error():
@@ -220,6 +220,15 @@ def accounted(name: str, leverages: dict[str, Any], num_clients: int, uplink: Co
                    min_available_nodes=num_clients, **strategy_options(name, leverages))
     strategy.setup_accounting(uplink, downlink, trial_config_json, on_round_start)
     return strategy
+
+
+def _client_order(reply: Message) -> tuple[int, int]:
+    """Replies in partition order (errors last): they arrive in whatever order the engine
+    delivers them, and the strategies' float sums depend on the order, so a trial would
+    not reproduce to the last bit without it."""
+    if reply.has_error():
+        return (1, reply.metadata.src_node_id)
+    return (0, int(reply.content["metrics"]["partition-id"]))
 
 
 def _like(arrays: ArrayRecord, reference: ArrayRecord) -> ArrayRecord:
