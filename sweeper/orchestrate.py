@@ -184,17 +184,25 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
         fill_slots()
         notify(progress)
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            trial, config = pending.pop(ready[0])
-            result = _collect(ready[0])
-            if node_energy is not None:
-                attribute_node_energy(result, node_energy)
-            studies.tell(study, trial, space, result)
-            progress.running.pop(trial.number, None)
-            fill_slots()  # the freed slot works while the driver logs to MLflow
-            trial_runs[trial.number] = tracker.log_trial(parent, trial.number, config, result)
-            progress.last_event = (f"trial {trial.number} {result.status}"
-                                   + (f": {result.reason}" if result.reason else ""))
+            ray.wait(list(pending), num_returns=1)
+            # every trial finished by now is told and its slot refilled before any is
+            # logged to MLflow: trials ending together do not wait on each other's logging
+            ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
+            finished = []
+            for ref in ready:
+                trial, config = pending.pop(ref)
+                result = _collect(ref)
+                if node_energy is not None:
+                    attribute_node_energy(result, node_energy)
+                studies.tell(study, trial, space, result)
+                progress.running.pop(trial.number, None)
+                finished.append((trial, config, result))
+            fill_slots()
+            for trial, config, result in finished:
+                trial_runs[trial.number] = tracker.log_trial(parent, trial.number, config,
+                                                             result)
+                progress.last_event = (f"trial {trial.number} {result.status}"
+                                       + (f": {result.reason}" if result.reason else ""))
             _refresh(progress, study)
             notify(progress)
     finally:
