@@ -60,21 +60,31 @@ def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
 
 
 class HeldArray(Array):
-    """An `Array` (serialized as Flower serializes it) that also keeps the ndarray it was
-    made from: `array_values` and `numpy()` return it without parsing bytes. For arrays
-    built and read back in one process, e.g. updates the server hands its strategy."""
+    """An `Array` that keeps the ndarray it was made from: `numpy()` and `array_values`
+    return it without parsing bytes, and its npy bytes (the same as Flower's) are written
+    only when something reads `data`. For arrays built and read back in one process, e.g.
+    the updates the server hands its strategy to average."""
 
     def __init__(self, ndarray: np.ndarray) -> None:
-        serialized = to_array(ndarray)
-        super().__init__(dtype=serialized.dtype, shape=serialized.shape,
-                         stype=serialized.stype, data=serialized.data)
-        held = ndarray.copy()
+        held = np.array(ndarray, order="C", copy=True)
         held.flags.writeable = False  # numpy() hands out this one object
-        self.__dict__["_held"] = held
+        self.__dict__.update(dtype=str(held.dtype), shape=tuple(held.shape),
+                             stype=NUMPY_STYPE, _held=held)
+
+    @property
+    def data(self) -> bytes:
+        if "_data" not in self.__dict__:
+            self.__dict__["_data"] = to_array(self.__dict__["_held"]).data
+        return self.__dict__["_data"]
+
+    @data.setter
+    def data(self, value: bytes) -> None:
+        self.__dict__["_data"] = value
 
     def __setattr__(self, name: str, value: object) -> None:
-        if name in ("dtype", "shape", "stype", "data"):  # new contents: back to its bytes
-            self.__dict__.pop("_held", None)
+        if name in ("dtype", "shape", "stype", "data") and "_held" in self.__dict__:
+            _ = self.data  # new contents: from now on, the bytes are the array
+            del self.__dict__["_held"]
         super().__setattr__(name, value)
 
     def numpy(self) -> np.ndarray:

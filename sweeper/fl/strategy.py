@@ -19,6 +19,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp import strategy as flwr_strategies
+from flwr.supercore.inflatable.inflatable_object import no_object_id_recompute
 
 from sweeper.fl.arrays import HeldArray, array_values, to_array
 from sweeper.fl.codecs import Codec
@@ -112,13 +113,14 @@ class AccountingMixin:
         encoded = self.downlink.encode(arrays)
         stats = self._stats(server_round)
         content_bytes: dict[int, int] = {}  # the strategy sends one shared RecordDict to all
-        for msg in messages:
-            msg.content["arrays"] = encoded
-            key = id(msg.content)
-            if key not in content_bytes:
-                content_bytes[key] = payload_bytes(msg.content)
-            stats.count(msg.metadata.dst_node_id,
-                        down=content_bytes[key] + len(msg.deflate()))
+        with no_object_id_recompute():  # nor is its object id recomputed for each message
+            for msg in messages:
+                msg.content["arrays"] = encoded
+                key = id(msg.content)
+                if key not in content_bytes:
+                    content_bytes[key] = payload_bytes(msg.content)
+                stats.count(msg.metadata.dst_node_id,
+                            down=content_bytes[key] + len(msg.deflate()))
         return messages
 
     def _incoming(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
