@@ -1,19 +1,21 @@
 """What a federated trial costs beyond its training: sweeper's Flower trial vs a plain loop.
 
-    python benchmarks/trial_overhead.py [--clients 4 32] [--rounds 5] [--write BENCHMARKS.md]
-        [--profile]
+    python benchmarks/trial_overhead.py [--clients 4 32] [--rounds 5] [--repeats 3]
+        [--write BENCHMARKS.md] [--profile]
 
 Both sides do the same work on the same data: `rounds` rounds in which every client trains
 one local epoch from the global model (same model, optimizer, batch order, seeds), the
 updates are averaged by example count, and the global model is evaluated on the test split.
 The plain loop calls `kws.train` directly; the trial goes through `run_trial` (Flower's
 runtime, messages, codec and byte accounting, energy ledger). Same process, measured side
-by side, after one warm-up of each; iid partition so 32 clients exist.
+by side (alternating, median of `--repeats` each), after one warm-up of each; iid
+partition so 32 clients exist.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from pathlib import Path
 
@@ -75,6 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, nargs="+", default=[4, 32])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--write", type=Path)
     parser.add_argument("--profile", action="store_true", help="pyinstrument the trial")
     parser.add_argument("--no-client-eval", action="store_true")
@@ -85,8 +88,11 @@ def main() -> None:
         config = config_for(clients, args.rounds, not args.no_client_eval)
         prepare(config.scenario, config.seed)
         plain_loop(config), federated(config)  # warm-up: caches, lazy imports
-        plain_s, plain_acc = plain_loop(config)
-        fed_s, fed_acc = federated(config)
+        runs = [(plain_loop(config), federated(config)) for _ in range(args.repeats)]
+        plain_s = statistics.median(plain[0] for plain, _ in runs)
+        fed_s = statistics.median(fed[0] for _, fed in runs)
+        plain_acc, fed_acc = runs[0][0][1], runs[0][1][1]
+        assert all(fed[1] == fed_acc for _, fed in runs), "a trial did not repeat exactly"
         rows.append((clients, plain_s, fed_s, fed_s / plain_s, plain_acc, fed_acc))
         print(rows[-1], flush=True)
         if args.profile:
@@ -100,9 +106,11 @@ def main() -> None:
         "## Trial overhead: Flower trial vs plain loop",
         "",
         f"Command: `python benchmarks/trial_overhead.py --clients {clients_arg} "
-        f"--rounds {args.rounds}`. Machine: {machine()}; 1 torch thread (a trial's reservation "
+        f"--rounds {args.rounds} --repeats {args.repeats}`. Machine: {machine()}; 1 torch "
+        "thread (a trial's reservation "
         "is 1 CPU). Work: cnn_small, 10 MFCC x 51, 1 local epoch per round, every client every "
-        "round, iid partition of the synthetic corpus, test evaluation each round.",
+        "round, iid partition of the synthetic corpus, test evaluation each round. Times: "
+        "median of the repeats, the two sides alternating in one process.",
         "",
         "| clients | plain loop (s) | sweeper trial (s) | ratio | accuracy plain / trial |",
         "|---:|---:|---:|---:|---|",
