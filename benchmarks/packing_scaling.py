@@ -1,16 +1,16 @@
 """Trial packing and node scaling of a sweep on a local multi-node Ray cluster.
 
-    python benchmarks/packing_scaling.py [--trials 16] [--nodes 1 2 3] [--node-cpus 0.58]
+    python benchmarks/packing_scaling.py [--trials 16] [--nodes 1 2 3] [--node-cpus 0.4]
                                          [--write BENCHMARKS.md]
 
 For each node count N, a `ray.cluster_utils.Cluster` of N nodes with 1 logical CPU each
 runs the same sweep of `--trials` identical-work trials with `parallel: auto`
 (cpus_per_trial = 1, so floor(N / 1) = N run at a time). Each node's raylet, and so every
 worker it starts, is held to `--node-cpus` physical CPUs by a cgroup CPU quota: the node's
-own CPU share, as on a machine of its own. The default leaves a quarter core for the
-driver, Ray's GCS and MLflow at the largest node count. Packing: sweep wall time vs the
-ideal, sum(trial wall times) / slots. Scaling: trials per hour against the 1-node figure.
-Needs root (cgroup writes).
+own CPU share, as on a machine of its own. The default leaves 40% of the machine to what
+a real cluster runs elsewhere (the driver, Ray's GCS, MLflow) at the largest node count.
+Packing: sweep wall time vs the ideal, sum(trial wall times) / slots. Scaling: trials per
+hour against the 1-node figure. Needs root (cgroup writes).
 """
 
 from __future__ import annotations
@@ -78,10 +78,10 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--nodes", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--node-cpus", type=float,
-                        help="physical CPUs per node (default: (cores - 0.25) / max nodes)")
+                        help="physical CPUs per node (default: 0.6 x cores / max nodes)")
     parser.add_argument("--write", type=Path)
     args = parser.parse_args()
-    node_cpus = args.node_cpus or round((os.cpu_count() - 0.25) / max(args.nodes), 2)
+    node_cpus = args.node_cpus or round(0.6 * os.cpu_count() / max(args.nodes), 2)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for nodes in args.nodes:
