@@ -30,11 +30,11 @@ class CpuShare:
     """A cgroup limited to `cpus` CPUs (e.g. 0.6 = 60 ms of CPU per 100 ms)."""
 
     def __init__(self, name: str, cpus: float) -> None:
-        parent, self.v2 = _cpu_hierarchy()
+        parent, v2 = _cpu_hierarchy()
         self.path = parent / name
         self.path.mkdir(exist_ok=True)
         quota = int(cpus * PERIOD_US)
-        if self.v2:
+        if v2:
             (self.path / "cpu.max").write_text(f"{quota} {PERIOD_US}")
         else:
             (self.path / "cpu.cfs_period_us").write_text(str(PERIOD_US))
@@ -45,13 +45,6 @@ class CpuShare:
         process = psutil.Process(pid)
         for member in [process, *process.children(recursive=True)]:
             (self.path / "cgroup.procs").write_text(str(member.pid))
-
-    def throttled_s(self) -> float:
-        """CPU time the quota held back so far (s)."""
-        stat = dict(line.split() for line in (self.path / "cpu.stat").read_text().splitlines())
-        if self.v2:
-            return int(stat.get("throttled_usec", 0)) / 1e6
-        return int(stat.get("throttled_time", 0)) / 1e9
 
     def remove(self) -> None:
         """Delete the cgroup once its processes have exited (leftovers go back to the root)."""

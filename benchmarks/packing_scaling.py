@@ -42,10 +42,9 @@ SPACE = {
 }
 
 
-def sweep_on(nodes: int, node_cpus: float, trials: int,
-             workdir: Path) -> tuple[float, float, float]:
-    """(sweep wall s, sum of trial wall s, s throttled by the quotas) on a fresh cluster
-    of `nodes` 1-CPU nodes, each held to `node_cpus` physical CPUs."""
+def sweep_on(nodes: int, node_cpus: float, trials: int, workdir: Path) -> tuple[float, float]:
+    """(sweep wall s, sum of trial wall s) on a fresh cluster of `nodes` 1-CPU nodes, each
+    held to `node_cpus` physical CPUs."""
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     members = [cluster.head_node] + [cluster.add_node(num_cpus=1) for _ in range(nodes - 1)]
     cluster.wait_for_nodes()
@@ -65,7 +64,7 @@ def sweep_on(nodes: int, node_cpus: float, trials: int,
         wall = time.perf_counter() - started
         results = [studies.stored_result(t) for t in outcome.study.trials]
         assert all(r is not None and r.status == "ok" for r in results)
-        return wall, sum(r.wall_s for r in results), sum(s.throttled_s() for s in shares)
+        return wall, sum(r.wall_s for r in results)
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -85,7 +84,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for nodes in args.nodes:
-            wall, busy, _throttled = sweep_on(nodes, node_cpus, args.trials, Path(tmp))
+            wall, busy = sweep_on(nodes, node_cpus, args.trials, Path(tmp))
             waves = -(-args.trials // nodes)  # identical trials: the last wave may be partial
             rows.append((nodes, wall, busy, busy / nodes, waves * busy / args.trials,
                          3600 * args.trials / wall))

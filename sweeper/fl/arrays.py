@@ -25,9 +25,8 @@ def array_values(array: Array) -> np.ndarray:
     """`array.numpy()`: a writable copy of its values. Reads a C-ordered npy v1.0 payload
     whose header states the Array's own dtype and shape directly; anything else goes to
     `Array.numpy()`."""
-    held = array.__dict__.get("_held")
-    if held is not None:
-        return held.copy()
+    if isinstance(array, HeldArray):
+        return array.numpy().copy()
     data = array.data
     if array.stype != NUMPY_STYPE or bytes(data[:8]) != NPY_V1_MAGIC:
         return array.numpy()
