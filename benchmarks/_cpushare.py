@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-import psutil
-
 ROOT = Path("/sys/fs/cgroup")
 PERIOD_US = 100_000
 
@@ -24,6 +22,15 @@ def _cpu_hierarchy() -> tuple[Path, bool]:
     if (ROOT / "cpu" / "cpu.cfs_quota_us").exists():
         return ROOT / "cpu", False
     raise SystemExit(f"{ROOT}: no cgroup cpu controller to give each node its own CPU share")
+
+
+def _descendants(pid: int) -> list[int]:
+    """The children of `pid`, their children, and so on (Linux /proc)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in map(int, (task / "children").read_text().split()):
+            found += [child, *_descendants(child)]
+    return found
 
 
 class CpuShare:
@@ -42,9 +49,8 @@ class CpuShare:
 
     def adopt(self, pid: int) -> None:
         """Move `pid` and its descendants in; what they start afterwards is born inside."""
-        process = psutil.Process(pid)
-        for member in [process, *process.children(recursive=True)]:
-            (self.path / "cgroup.procs").write_text(str(member.pid))
+        for member in [pid, *_descendants(pid)]:
+            (self.path / "cgroup.procs").write_text(str(member))
 
     def remove(self) -> None:
         """Delete the cgroup once its processes have exited (leftovers go back to the root)."""
