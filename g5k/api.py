@@ -91,9 +91,12 @@ class Api:
         self._call("DELETE", f"/sites/{site}/jobs/{job_id}")
 
     # Reference API and Kwollect
-    def cluster_metrics(self, site: str, cluster: str) -> list[str]:
+    def cluster_metrics(self, site: str, cluster: str) -> list[dict[str, Any]]:
+        """The cluster's Kwollect metric entries as the reference API gives them: {name,
+        description, period (ms; 0: on demand only), optional_period, only_for (node uids;
+        absent: every node), source, labels, ...}; see `g5k.kwollect.node_metric`."""
         described = self._call("GET", f"/sites/{site}/clusters/{cluster}") or {}
-        return [m["name"] for m in described.get("metrics", [])]
+        return list(described.get("metrics", []))
 
     def metrics(self, site: str, nodes: list[str], metrics: list[str], start: datetime,
                 end: datetime) -> list[dict[str, Any]]:

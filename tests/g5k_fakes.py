@@ -22,11 +22,54 @@ import paramiko
 USER, PASSWORD = "alice", "s3cret-pw"
 
 
-class FakeG5kApi:
-    """Jobs go waiting -> running after `polls_before_running` GETs."""
+# What the reference API lists for a cluster without an entry in `clusters`: every node
+# with a wattmetre and a BMC.
+DEFAULT_METRICS = [
+    {"name": "bmc_node_power_watt", "description": "Power consumption of node reported by "
+     "BMC, in watt", "period": 5000, "source": {"protocol": "snmp"}},
+    {"name": "wattmetre_power_watt", "description": "Power consumption of node reported by "
+     "wattmetre, in watt", "period": 1000, "optional_period": 20,
+     "source": {"protocol": "wattmetre"}}]
 
-    def __init__(self, nodes: list[str], samples: list[dict], polls_before_running: int = 2):
+# Clusters' `metrics` entries in the reference API's shape (GET /sites/{site}/clusters/{uid},
+# as in grid5000/reference-repository data/grid5000/sites/*/clusters/*/*.json), power ones:
+# gros as on Nancy (wattmetre only_for gros-41..76, PDU outlet and BMC for all, a BMC
+# counter collected on demand only); parasilo as on Rennes (PDU outlet only_for part of the
+# nodes); grdix as on Nancy (its BMC power on demand only: period 0).
+REFERENCE_CLUSTERS = {
+    "gros": [
+        {"name": "wattmetre_power_watt", "description": "Power consumption of node reported "
+         "by wattmetre, in watt", "period": 1000, "optional_period": 20,
+         "only_for": [f"gros-{i}" for i in range(41, 77)], "source": {"protocol": "wattmetre"}},
+        {"name": "pdu_outlet_power_watt", "description": "Power consumption of node reported "
+         "by PDU, in watt", "period": 1000, "source": {"protocol": "pdu"}},
+        {"name": "bmc_node_power_watt", "description": "Power consumption of node reported by "
+         "BMC, in watt", "period": 5000, "source": {"protocol": "snmp", "id": "1.3.6.1.4.1."
+                                                     "674.10892.5.4.600.30.1.6.1.3"}},
+        {"name": "bmc_node_power_watthour_total", "description": "Cumulated power consumption "
+         "of node reported by BMC, in watt-hour", "period": 0, "optional_period": 5000,
+         "source": {"protocol": "snmp", "id": "1.3.6.1.4.1.674.10892.5.4.600.60.1.7.1.1"}}],
+    "parasilo": [
+        {"name": "pdu_outlet_power_watt", "description": "Power consumption of node reported "
+         "by PDU, in watt", "period": 1000,
+         "only_for": [f"parasilo-{i}" for i in range(1, 22)], "source": {"protocol": "pdu"}},
+        {"name": "bmc_node_power_watt", "description": "Power consumption of node reported by "
+         "BMC, in watt", "period": 5000, "source": {"protocol": "snmp"}}],
+    "grdix": [
+        {"name": "bmc_node_power_watt", "description": "Power consumption reported by BMC, in "
+         "watt", "period": 0, "optional_period": 5000,
+         "source": {"protocol": "ipmisensor", "id": 54}}],
+}
+
+
+class FakeG5kApi:
+    """Jobs go waiting -> running after `polls_before_running` GETs. A cluster's metrics are
+    `clusters[uid]`, or DEFAULT_METRICS."""
+
+    def __init__(self, nodes: list[str], samples: list[dict], polls_before_running: int = 2,
+                 clusters: dict[str, list[dict]] | None = None):
         self.nodes, self.samples = nodes, samples
+        self.clusters = clusters or {}
         self.polls_before_running = polls_before_running
         self.requests: list[tuple[str, str, dict | None]] = []
         self.jobs: dict[int, dict] = {}
@@ -75,9 +118,8 @@ class FakeG5kApi:
                     return self._reply(200, {"uid": job["uid"], "state": job["state"],
                                              "assigned_nodes": nodes})
                 if parts[3] == "clusters":
-                    return self._reply(200, {"uid": parts[4], "metrics": [
-                        {"name": "bmc_node_power_watt", "period": 5000},
-                        {"name": "wattmetre_power_watt", "period": 1000}]})
+                    return self._reply(200, {"uid": parts[4], "metrics": api.clusters.get(
+                        parts[4], DEFAULT_METRICS)})
                 if parts[3] == "metrics":  # like Kwollect: by metric, node and time
                     query = {k: v[0] for k, v in parse_qs(url.query).items()}
                     wanted, nodes = query["metrics"].split(","), query["nodes"].split(",")

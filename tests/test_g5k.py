@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import getpass
+import math
 import os
 import platform
 import shutil
@@ -29,7 +30,7 @@ from g5k import G5kError, cluster
 from g5k.api import Api
 from g5k.config import ClusterSpec, load_cluster
 from g5k.credentials import Credentials, load_credentials
-from g5k.kwollect import choose_power_metric, integrate
+from g5k.kwollect import PowerMetric, covered_energy, node_metric, series, window_energy
 from g5k.ssh import Remote
 from g5k.trial_energy import KwollectNodeEnergy
 from sweeper.cli import main
@@ -48,27 +49,28 @@ def sample(node: str, seconds: float, watts: float, metric: str = "wattmetre_pow
 
 
 def test_kwollect_trapezoid_with_a_gap() -> None:
-    samples = [sample("gros-1", t, w) for t, w in [(0, 100), (1, 110), (2, 130), (3, 130),
-                                                   # 10 s without samples: not bridged
-                                                   (13, 90), (14, 100)]]
-    samples += [sample("gros-2", t, 200) for t in range(0, 5)]
+    """Instantaneous readings (here a PDU's, period 1 s): trapezoid rule, gaps over two
+    periods not bridged. (It used wattmetre samples with a fixed 5 s limit; those are now
+    steps, see test_kwollect.py.)"""
+    pdu = PowerMetric("pdu_outlet_power_watt", 1.0)
+    samples = [sample("gros-1", t, w, pdu.name) for t, w in [(0, 100), (1, 110), (2, 130),
+                                                             (3, 130),
+                                                             # 10 s without samples
+                                                             (13, 90), (14, 100)]]
     samples += [sample("gros-1", 1.5, 999, metric="bmc_node_power_watt")]  # other metric
-    energy = integrate(samples, "wattmetre_power_watt", max_gap_s=5)
-    # gros-1: (100+110)/2 + (110+130)/2 + 130 + (90+100)/2 = 105 + 120 + 130 + 95
-    assert energy.joules["gros-1"] == pytest.approx(450.0)
-    assert energy.covered_s["gros-1"] == pytest.approx(4.0)
-    assert energy.uncovered_s["gros-1"] == pytest.approx(10.0)
-    assert energy.joules["gros-2"] == pytest.approx(800.0)
-    assert energy.total_j == pytest.approx(1250.0)
+    points = series(samples, pdu.name)["gros-1"]
+    # (100+110)/2 + (110+130)/2 + 130 + (90+100)/2 = 105 + 120 + 130 + 95
+    lo = T0.timestamp()
+    assert covered_energy(points, pdu, lo, lo + 14) == (pytest.approx(450.0),
+                                                         pytest.approx(4.0))
     # a window with fractional edges: power interpolated there, nothing outside counted
-    # gros-1 over 0.5..2.5 s: (105+110)/2 x 0.5 + (110+130)/2 + 130 x 0.5
-    inside = integrate(samples, "wattmetre_power_watt", max_gap_s=5,
-                       window=(T0 + timedelta(seconds=0.5), T0 + timedelta(seconds=2.5)))
-    assert inside.joules["gros-1"] == pytest.approx(53.75 + 120 + 65)
-    assert inside.covered_s["gros-1"] == pytest.approx(2.0)
-    assert choose_power_metric(["bmc_node_power_watt", "wattmetre_power_watt"]) == \
-        "wattmetre_power_watt"
-    assert choose_power_metric(["bmc_node_power_watt"]) == "bmc_node_power_watt"
+    # over 0.5..2.5 s: (105+110)/2 x 0.5 + (110+130)/2 + 130 x 0.5
+    inside = window_energy("gros-1", points, pdu,
+                           (T0 + timedelta(seconds=0.5), T0 + timedelta(seconds=2.5)))
+    assert inside.joules == pytest.approx(53.75 + 120 + 65)
+    assert inside.covered_s == pytest.approx(2.0)
+    assert math.isnan(window_energy("gros-1", points, pdu,
+                                    (T0, T0 + timedelta(seconds=14))).joules)  # 29% covered
 
 
 @pytest.fixture
@@ -91,9 +93,13 @@ def test_rest_reservation_cycle_and_kwollect(api_server: FakeG5kApi, tmp_path: P
     assert body == {"resources": "nodes=2,walltime=0:30:00", "command": "sleep infinity",
                     "name": "sweeper", "properties": "cluster='gros'", "types": ["night"]}
     assert api.wait_running("nancy", job_id, timeout_s=10, poll_s=0.01) == api_server.nodes
-    metric = choose_power_metric(api.cluster_metrics("nancy", "gros"))
-    samples = api.metrics("nancy", api_server.nodes, [metric], T0, T0 + timedelta(seconds=10))
-    assert integrate(samples, metric).joules["gros-1"] == pytest.approx(1050.0)
+    metric, _ = node_metric(api.cluster_metrics("nancy", "gros"), "gros-1")
+    assert metric == PowerMetric("wattmetre_power_watt", 1.0)
+    window = (T0, T0 + timedelta(seconds=10))
+    samples = api.metrics("nancy", api_server.nodes, [metric.name], *window)
+    # wattmetre steps: the samples at 0..9 s hold their second, 100 + t W: 1000 + 45
+    got = window_energy("gros-1", series(samples, metric.name)["gros-1"], metric, window)
+    assert got.joules == pytest.approx(1045.0)
     _, path, _ = api_server.requests[-1]
     assert "nodes=gros-1%2Cgros-2" in path and "metrics=wattmetre_power_watt" in path
     api.delete("nancy", job_id)
@@ -330,16 +336,19 @@ def test_trial_window_joules_from_kwollect_wait_for_late_samples() -> None:
         source = KwollectNodeEnergy(api, "nancy", lag_s=0.5, poll_s=0.1)
         reading = source(["gros-1.nancy.grid5000.fr"], T0 + timedelta(seconds=10),
                          T0 + timedelta(seconds=20))
-        # samples 10..20 s at 110..120 W: trapezoid = 10 s x 115 W
-        assert reading["joules"] == pytest.approx(1150.0)
+        # wattmetre steps: the samples at 10..19 s hold their second, 110..119 W: 10 x 114.5
+        assert reading["joules"] == pytest.approx(1145.0)
         assert reading["metric"] == "wattmetre_power_watt"  # preferred over the BMC's
         assert reading["nodes"] == ["gros-1"] and "gros-1" in reading["meter"]
         asked = sum("/metrics?" in path for _, path, _ in server.requests)
         assert asked == 1  # complete at once: no waiting
         late = source(["gros-2"], T0 + timedelta(seconds=10), T0 + timedelta(seconds=25))
-        assert late["joules"] == pytest.approx(1000.0)  # 10..15 s at 200 W
-        assert late["covered_s"] == {"gros-2": pytest.approx(5.0)}
-        assert late["uncovered_s"] == {"gros-2": pytest.approx(10.0)}  # not yet published
+        # 10..16 s covered (the sample at 15 s holds its second): 40% of the window is not
+        # enough, so NaN and why (it used to say 1000 J for the covered part alone)
+        assert math.isnan(late["joules"])
+        assert late["reason"].startswith("gros-2: 40% of the window covered")
+        assert late["covered_s"] == {"gros-2": pytest.approx(6.0)}
+        assert late["uncovered_s"] == {"gros-2": pytest.approx(9.0)}  # not yet published
         assert sum("/metrics?" in path for _, path, _ in server.requests) > asked + 1
     finally:
         server.close()
