@@ -257,15 +257,19 @@ def _from_run(args: argparse.Namespace) -> int:
     new = run_trial(config)
     rows = {"accuracy": new.accuracy, "energy_j": new.energy_j, "bytes_total": new.bytes_total,
             "wall_s": new.wall_s}
+    logged = {k: old.get(f"final.{k}", float("nan")) for k in rows}
+    change = {k: (rows[k] - logged[k]) / logged[k] if logged[k] else float("nan") for k in rows}
     if args.json:
-        print(json.dumps({"old": {k: old.get(f"final.{k}") for k in rows}, "new": rows}))
-        return 0
+        print(json.dumps({"old": logged, "new": rows, "relative_change": change}))
+        return 0 if new.status == "ok" else 1
     table = Table(title=f"trial of MLflow run {args.from_run}, re-run (seed {config.seed})")
-    for column in ("metric", "logged", "re-run"):
+    for column in ("metric", "logged", "re-run", "difference"):
         table.add_column(column)
     for key, value in rows.items():
-        table.add_row(key, f"{old.get(f'final.{key}', float('nan')):.6g}", f"{value:.6g}")
+        table.add_row(key, f"{logged[key]:.6g}", f"{value:.6g}", f"{change[key]:+.1%}")
     Console().print(table)
+    if new.status != "ok":
+        print(f"re-run {new.status}: {new.reason}", file=sys.stderr)
     return 0 if new.status == "ok" else 1
 
 

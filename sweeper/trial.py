@@ -23,6 +23,7 @@ from sweeper.energy.node import NodeMeter, open_node_meter, probe_idle_w
 from sweeper.energy.windows import window_meter
 from sweeper.errors import SweeperError
 from sweeper.fl import run_trial_federation
+from sweeper.fl.warmup import warm_up
 from sweeper.fl.wire import FIELDS as WIRE_FIELDS
 from sweeper.fl.wire import wire_summary
 from sweeper.fronts import PruneRule
@@ -34,27 +35,52 @@ from sweeper.result import MeterInfo, RoundRecord, TrialResult
 def run_trial(config: TrialConfig, prune: PruneRule | None = None) -> TrialResult:
     """Run one federation and account its energy. Never raises: a failure is a result.
     With `prune`, the federation stops after the first round that rule rejects."""
-    started = time.perf_counter()
+    cpu_started = time.process_time()
     try:
         torch.set_num_threads(max(1, config.scenario.cpus_per_trial))
-        speed_in_force = speed.apply(config.leverages)
-        plan = _meter_plan(config.scenario)
-        watcher = (TrialWatcher(plan.node, prune, _ledger(config, plan))
-                   if plan.node is not None or prune is not None else None)
-        engine_info: dict = {}
-        rounds = run_trial_federation(config, watcher, engine_info)
-        wire = bool(rounds) and all(stats.wire_by_client for stats in rounds)
-        result = _result(config, rounds, _ledger(config, plan, wire))
-        result.info.update(engine_info)
-        result.info["speed"] = {**speed_in_force, "torch_threads": rounds[-1].torch_threads}
-        result.info["meter_selection"] = plan.selection
+        with speed.applied(config.leverages) as speed_settings:
+            result = _run(config, prune)
+            result.info["speed"].update(speed_settings.in_force)
+        if speed_settings.restore_problems:
+            result.info["speed_restore_failed"] = speed_settings.restore_problems
+        return result
     except SweeperError as exc:
-        return TrialResult.failed(str(exc))
+        reason = str(exc)
     except Exception as exc:  # a trial's crash must not take the sweep down
         last = traceback.extract_tb(exc.__traceback__)[-1]
-        return TrialResult.failed(f"{type(exc).__name__}: {exc} "
-                                  f"(at {last.filename}:{last.lineno})")
+        reason = f"{type(exc).__name__}: {exc} (at {last.filename}:{last.lineno})"
+    return _failed(config, reason, time.process_time() - cpu_started)
+
+
+def _run(config: TrialConfig, prune: PruneRule | None) -> TrialResult:
+    if engine_of(config) == "simulation":  # deployment's ClientApps run elsewhere
+        warm_up(config)
+    plan = meter_plan(config.scenario)
+    watcher = (TrialWatcher(plan.node, prune, trial_ledger(config, plan))
+               if plan.node is not None or prune is not None else None)
+    engine_info: dict = {}
+    started = time.perf_counter()  # the federation's time, not the warm-up's or probe's
+    rounds = run_trial_federation(config, watcher, engine_info)
+    wire = bool(rounds) and all(stats.wire_by_client for stats in rounds)
+    result = _result(config, rounds, trial_ledger(config, plan, wire))
     result.wall_s = time.perf_counter() - started
+    result.info.update(engine_info)
+    result.info["speed"] = {"torch_threads": rounds[-1].torch_threads}
+    result.info["meter_selection"] = plan.selection
+    return result
+
+
+def _failed(config: TrialConfig, reason: str, cpu_s: float) -> TrialResult:
+    """A failed trial, with the energy it used until it failed (for the sweep's energy
+    budget), modeled from its process's CPU time: what ran elsewhere (a deployment's
+    SuperNodes) is not in it, and the provenance says so."""
+    result = TrialResult.failed(reason)
+    host = load_profiles().hosts[config.scenario.host_profile]
+    result.info["spent_j"] = cpu_s * host.watts_per_core
+    result.meters["spent_j"] = MeterInfo(
+        f"CPU time of the trial's own process until it failed ({cpu_s:.3g} s) x host "
+        f"'{host.name}' ({host.watts_per_core} W/core); child processes not counted",
+        "modeled")
     return result
 
 
@@ -102,7 +128,7 @@ class MeterPlan:
     client_windows: str | None = None
 
 
-def _ledger(config: TrialConfig, plan: MeterPlan, wire: bool = False) -> EnergyLedger:
+def trial_ledger(config: TrialConfig, plan: MeterPlan, wire: bool = False) -> EnergyLedger:
     """`wire`: communication energy from the bytes measured on the clients' links."""
     profiles = load_profiles()
     scenario = config.scenario
@@ -115,7 +141,7 @@ def _ledger(config: TrialConfig, plan: MeterPlan, wire: bool = False) -> EnergyL
                           str(config.leverages["precision"]), plan.client_windows, wire)
 
 
-def _meter_plan(scenario: Scenario) -> MeterPlan:
+def meter_plan(scenario: Scenario) -> MeterPlan:
     """The counters this trial may use, and why (or why not), per `meters`/`isolation`;
     counters asked for by name (not `auto`) that cannot be read fail the trial."""
     if scenario.meters == "modeled":

@@ -28,6 +28,7 @@ from sweeper.fl.task import (
     to_numpy,
     uplink_codec,
 )
+from sweeper.fl.warmup import WARMUP_EXAMPLES_KEY
 from sweeper.kws.summarize import select
 from sweeper.kws.task import flops_per_example_of, reusable_model
 from sweeper.kws.train import evaluate, train
@@ -98,6 +99,13 @@ def _windowed(work):
     return run
 
 
+def _capped(context: Context, x: torch.Tensor, y: torch.Tensor
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first examples only, when the warm-up (`fl.warmup`) caps them."""
+    cap = context.node_config.get(WARMUP_EXAMPLES_KEY)
+    return (x, y) if cap is None else (x[: int(cap)], y[: int(cap)])
+
+
 @app.train()
 @_windowed
 def train_round(msg: Message, context: Context) -> Message:
@@ -107,7 +115,7 @@ def train_round(msg: Message, context: Context) -> Message:
     lev = config.leverages
     if lev["threads_per_client"] is not None:
         torch.set_num_threads(int(lev["threads_per_client"]))
-    x, y = client_data(config, partition_id)
+    x, y = _capped(context, *client_data(config, partition_id))
     seed = config.seed * 1_000_003 + server_round * 1009 + partition_id
     selecting = time.process_time()
     chosen_from = y
@@ -144,7 +152,7 @@ def evaluate_round(msg: Message, context: Context) -> Message:
     started = time.process_time()
     config, _, _, model = _received(msg)
     partition_id = int(context.node_config["partition-id"])
-    x, y = client_data(config, partition_id, part="eval")
+    x, y = _capped(context, *client_data(config, partition_id, part="eval"))
     loss, accuracy = evaluate(model, x, y) if len(y) else (float("nan"), float("nan"))
     metrics = MetricRecord({"num-examples": len(y), "loss": loss, "accuracy": accuracy,
                             "flops": flops_per_example_of(config)[1] * len(y),

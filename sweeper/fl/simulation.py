@@ -53,6 +53,13 @@ class HandOffGrid(InMemoryGrid):
         super().__init__(state_factory=state_factory)
         self.inbox: Queue[Message | None] = Queue()  # None: the ServerApp has returned
         self.replied = threading.Condition()
+        self.partition_of: dict[int, int] = {}  # node id -> partition id
+
+    def get_node_ids(self) -> Iterable[int]:
+        """The nodes in partition order. Flower draws node ids at random and its strategies
+        sample clients from this list with the seeded `random`: in id order the same seed
+        would pick other partitions in every run."""
+        return sorted(super().get_node_ids(), key=lambda node: self.partition_of.get(node, node))
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         messages = list(messages)
@@ -133,6 +140,17 @@ class InProcessBackend(Backend):
         self.app = None
 
 
+def call_client_app(client_app: ClientApp, content: RecordDict, message_type: str,
+                    node_config: dict[str, int]) -> Message:
+    """One ClientApp call outside any run (the warm-up), with the task identity Flower's
+    messages need; `run_federation` sets the run's own when it starts."""
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 0, 0, SUPERLINK_NODE_ID
+    message = Message(content, dst_node_id=1, message_type=message_type)
+    context = Context(run_id=0, node_id=1, node_config=UserConfig(node_config),
+                      state=RecordDict(), run_config=UserConfig())
+    return client_app(message=message, context=context)
+
+
 def run_federation(server_app: ServerApp, client_app: ClientApp, num_clients: int,
                    seed: int) -> None:
     """Run `server_app` against `num_clients` simulated SuperNodes; re-raise its error."""
@@ -156,6 +174,7 @@ def run_federation(server_app: ServerApp, client_app: ClientApp, num_clients: in
     grid.set_run(run)
 
     nodes = _register_nodes(num_nodes=num_clients, state_factory=state_factory)
+    grid.partition_of = dict(nodes)
     node_stores = _register_node_info_stores(nodes_mapping=nodes, run=run)
     errors: Queue[BaseException] = Queue()
 
