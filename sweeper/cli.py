@@ -109,16 +109,33 @@ def _pareto(args: argparse.Namespace) -> int:
 
 def _show_report(study, space, tracker, parent_run_id: str, trial_runs: dict[int, str]) -> None:
     """The fronts, hypervolume and importances: printed, and artifacts of the sweep's run."""
-    from sweeper.report import front_rows, front_table, publish
+    from sweeper.baseline_compare import load_baseline
+    from sweeper.config import TrialConfig
+    from sweeper.report import energy_cv_median, front_rows, front_table, publish
 
-    rows = front_rows(study, space, trial_runs)
-    extras = publish(study, space, tracker, parent_run_id, rows)
+    scenario = TrialConfig(space.scenario).to_dict()["scenario"]
+    baseline = load_baseline(tracker.uri, space.name, scenario)
+    rows = front_rows(study, space, trial_runs, baseline)
+    extras = publish(study, space, tracker, parent_run_id, rows, baseline)
     goals = ", ".join(f"{o.metric} {o.direction}" for o in space.objectives)
     out = Console(width=None if sys.stdout.isatty() else 200)
+    repeats = (f"; means of {space.repeats} repeats ± 95% CI half-width"
+               if space.repeats > 1 else "")
     out.print(front_table(rows, f"Pareto front of {study.study_name} ({goals}; feasible "
-                                "trials)"))
+                                f"trials{repeats})"))
     out.print(front_table(extras["round_front"], "Anytime front: every round of every "
                                                  "trial (accuracy then, energy so far)"))
+    if baseline is not None:
+        print(f"baseline: MLflow run {baseline.run_id} ({baseline.kind}), final accuracy "
+              f"{baseline.accuracy_by_epoch[-1]:.4g} for {baseline.energy_j_by_epoch[-1]:.4g} J;"
+              " energy_vs_baseline = a point's energy_j / the baseline's joules at its first "
+              "epoch reaching that point's accuracy (NaN: never reached)")
+    else:
+        print(f"baseline: none with this scenario in experiment {space.name}-baselines "
+              f"(run `sweeper baseline --space {space.path}` to compare)")
+    if space.repeats > 1:
+        print(f"energy_j across repeats: median coefficient of variation "
+              f"{energy_cv_median(study):.2%} (over configurations with 2+ ok repeats)")
     if extras["hypervolume"]:
         print(f"hypervolume after {len(extras['hypervolume'])} feasible trials: "
               f"{extras['hypervolume'][-1]['hypervolume']:.4g} (reference: the nadir pushed "
@@ -239,6 +256,13 @@ def _baseline(args: argparse.Namespace) -> int:
           f"training examples, {args.epochs} epochs: test accuracy {result.accuracy:.4f} "
           f"(best {max(result.accuracy_by_epoch, default=float('nan')):.4f}) in "
           f"{result.wall_s:.1f} s")
+    kinds = sorted({info.kind for info in result.meters.values()})
+    print(f"energy {result.energy_j:.4g} J ({' + '.join(kinds)}; compute only, no "
+          "communication):")
+    final = result.epochs[-1].energy if result.epochs else {}
+    for component, info in result.meters.items():
+        print(f"  {component} {final.get(component, float('nan')):.4g} J, {info.kind}: "
+              f"{info.meter}")
     print(f"MLflow run {run_id} in {tracker.uri}")
     return 0
 

@@ -20,6 +20,8 @@ class Point:
 def non_dominated(points: list[Point], maximize: list[bool]) -> list[Point]:
     """The points no other point is at least as good as on every objective and better on
     one (ties are kept)."""
+    if not points:
+        return []
     signs = np.array([-1.0 if m else 1.0 for m in maximize])  # to minimization
     values = np.array([p.values for p in points], dtype=float) * signs
     keep = []

@@ -11,6 +11,7 @@ and `Tracker.logged_trials`). Tune would add its own experiment state beside the
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import platform
 import time
@@ -21,12 +22,14 @@ from typing import Any
 
 import optuna
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from sweeper import study as studies
 from sweeper.config import TrialConfig
 from sweeper.errors import SweeperError
 from sweeper.fronts import PruneRule
-from sweeper.result import MeterInfo, TrialResult
+from sweeper.repeats import aggregate, spent_j
+from sweeper.result import MeterInfo, TrialResult, energy_to_accuracy
 from sweeper.space import SearchSpace
 from sweeper.tracking import Tracker
 from sweeper.trial import prepare, run_trial
@@ -86,13 +89,16 @@ def _remote_trial(config_json: str, prune: PruneRule | None = None) -> dict[str,
     result = run_trial(TrialConfig.from_json(config_json), prune)
     # where and when it ran, for meters read afterwards over that window (node energy)
     result.info["placement"] = {"nodes": [platform.node()], "start_utc": start.isoformat(),
-                                "end_utc": dt.datetime.now(dt.UTC).isoformat()}
+                                "end_utc": dt.datetime.now(dt.UTC).isoformat(),
+                                "ray_node_id": ray.get_runtime_context().get_node_id(),
+                                "pid": os.getpid()}
     return result.to_dict()
 
 
 def attribute_node_energy(result: TrialResult, source: NodeEnergySource) -> None:
     """Add the whole-node joules of the trial's window as a measured component. A reading
-    that fails leaves the trial as it is, with the reason in `info["node_energy"]`."""
+    that fails or does not cover the window leaves `node_energy_j` NaN, with the reason in
+    `info["node_energy"]["reason"]` (never 0: no number stands for missing data)."""
     placement = result.info.get("placement")
     if result.status == "failed" or not placement:
         return
@@ -100,11 +106,15 @@ def attribute_node_energy(result: TrialResult, source: NodeEnergySource) -> None
         reading = source(placement["nodes"], dt.datetime.fromisoformat(placement["start_utc"]),
                          dt.datetime.fromisoformat(placement["end_utc"]))
     except Exception as exc:  # a meter outage must not take the sweep down
-        result.info["node_energy"] = {"error": f"{type(exc).__name__}: {exc}"}
+        result.info["node_energy"] = {"reason": f"{type(exc).__name__}: {exc}"}
         return
-    result.node_energy_j = float(reading["joules"])
-    result.meters["node_energy_j"] = MeterInfo(str(reading["meter"]), "measured")
     result.info["node_energy"] = reading
+    joules = float(reading.get("joules", float("nan")))
+    if math.isnan(joules):
+        reading.setdefault("reason", "the node energy source returned no value")
+        return
+    result.node_energy_j = joules
+    result.meters["node_energy_j"] = MeterInfo(str(reading["meter"]), "measured")
 
 
 def prune_rule(space: SearchSpace, study: optuna.Study) -> PruneRule | None:
@@ -119,14 +129,80 @@ def prune_rule(space: SearchSpace, study: optuna.Study) -> PruneRule | None:
     return PruneRule(space.prune_max_accuracy, tuple(front))
 
 
+@dataclass
+class Configuration:
+    """One configuration Optuna proposed (an Optuna trial) and its repeats."""
+
+    trial: optuna.Trial
+    sampled: dict[str, Any]
+    results: dict[int, TrialResult] = field(default_factory=dict)  # finished repeats
+    running: set[int] = field(default_factory=set)
+
+    def decided(self) -> bool:
+        """A failed or pruned repeat decides the configuration: no further repeat starts."""
+        return any(r.status != "ok" for r in self.results.values())
+
+    def next_repeat(self, repeats: int) -> int | None:
+        if self.decided():
+            return None
+        return next((r for r in range(repeats)
+                     if r not in self.results and r not in self.running), None)
+
+    def finished(self, repeats: int) -> bool:
+        return not self.running and (self.decided() or len(self.results) == repeats)
+
+    def outcome(self, space: SearchSpace) -> TrialResult:
+        done = sorted(self.results)
+        return aggregate([self.results[r] for r in done], [space.seed + r for r in done])
+
+
+def with_target(result: TrialResult, space: SearchSpace) -> TrialResult:
+    """`energy_to_accuracy_j` of a repeat, where the space names a target accuracy."""
+    if space.target_accuracy is not None and result.status != "failed":
+        result.energy_to_accuracy_j = energy_to_accuracy(result.rounds, space.target_accuracy)
+    return result
+
+
+class NodeSlots:
+    """`isolation: node`: at most one trial per Ray node at a time, so that a node's
+    counters (RAPL, wattmeters) see one trial only. Each trial is pinned to a free node
+    (node affinity, not soft); without isolation every trial goes where Ray puts it."""
+
+    def __init__(self, exclusive: bool, cpus_per_trial: int) -> None:
+        self.exclusive, self.cpus_per_trial = exclusive, cpus_per_trial
+        self.busy: dict[ray.ObjectRef, str] = {}
+
+    def free_node(self) -> str | bool | None:
+        """A node id to pin the next trial to, None for anywhere, False for no room."""
+        if not self.exclusive:
+            return None
+        taken = set(self.busy.values())
+        return next((node["NodeID"] for node in ray.nodes()
+                     if node["Alive"] and node["NodeID"] not in taken
+                     and node["Resources"].get("CPU", 0) >= self.cpus_per_trial), False)
+
+    def options(self, node: str | None) -> dict[str, Any]:
+        if node is None:
+            return {}
+        return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=False)}
+
+    def taken(self, ref: ray.ObjectRef, node: str | None) -> None:
+        if node is not None:
+            self.busy[ref] = node
+
+    def released(self, ref: ray.ObjectRef) -> None:
+        self.busy.pop(ref, None)
+
+
 def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume: bool = False,
               ray_address: str | None = None, dashboard: bool = True,
               on_progress: Callable[[SweepProgress], None] | None = None,
               on_prepare: Callable[[int, int], None] | None = None,
               node_energy: NodeEnergySource | None = None) -> SweepOutcome:
-    """Run (or resume) a sweep until `budget.trials` trials have finished. With
-    `node_energy` (only meaningful in `isolation: node` mode, one trial per node), each
-    finished trial gets the whole-node joules of its window before it is told and logged."""
+    """Run (or resume) a sweep until `budget.trials` configurations have finished, each run
+    `budget.repeats` times. With `node_energy` (only meaningful in `isolation: node` mode,
+    one trial per node), each finished repeat gets the whole-node joules of its window
+    before it is stored and logged."""
     if node_energy is None and any(o.metric == "node_energy_j" for o in space.objectives):
         raise SweeperError("objective node_energy_j: no node energy source; run with "
                            "--cluster (Grid'5000, Kwollect) and scenario.isolation: node")
@@ -141,67 +217,110 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
         tracker.log_sweep_file(parent, space.path)
         tracker.log_sweep_params(parent, {"space": space.path.name, "sampler": space.sampler,
                                           "budget.trials": space.trials,
+                                          "budget.repeats": space.repeats,
                                           "budget.parallel": space.parallel})
-    studies.recover_interrupted(study)
     trial_runs = _relog_missing(study, tracker, parent, space)
+    configs = [Configuration(trial, space.sample(trial), studies.stored_repeats(trial.study
+               .get_trials(deepcopy=False)[trial.number]))
+               for trial in studies.running_trials(study)]
 
     started_ray, dashboard_url = start_ray(ray_address, dashboard=dashboard)
-    slots = space.parallel or auto_parallel(space.scenario.cpus_per_trial)
+    exclusive = space.scenario.isolation == "node"
+    slots = space.parallel or auto_parallel(space.scenario.cpus_per_trial, exclusive)
+    nodes = NodeSlots(exclusive, space.scenario.cpus_per_trial)
     progress = SweepProgress(sweep, space.trials, dashboard_url=dashboard_url)
     _refresh(progress, study)
     notify = on_progress or (lambda _p: None)
     notify(progress)
-    pending: dict[ray.ObjectRef, tuple[optuna.Trial, TrialConfig]] = {}
+    pending: dict[ray.ObjectRef, tuple[Configuration, int, TrialConfig]] = {}
 
     started = time.monotonic()
 
-    def fill_slots() -> None:
+    def may_start() -> bool:
         if space.wall_clock_s is not None and time.monotonic() - started > space.wall_clock_s:
             progress.last_event = f"wall-clock budget of {space.wall_clock_s:g} s reached"
-            return  # running trials finish and are kept; no new one starts
+            return False  # running trials finish and are kept; no new one starts
         if space.energy_budget_j is not None:
-            spent = sum(r.energy_j for r in (studies.stored_result(t) for t in
-                        study.get_trials(deepcopy=False)) if r is not None and r.status == "ok")
+            spent = _spent_j(study, configs)
             if spent >= space.energy_budget_j:
                 progress.last_event = (f"energy budget reached: {spent:.4g} J of "
                                        f"{space.energy_budget_j:g} J")
-                return
+                return False
+        return True
+
+    def next_work() -> tuple[Configuration, int] | None:
+        """The next repeat to start: of a configuration in flight, else of a new one."""
+        for config in configs:
+            repeat = config.next_repeat(space.repeats)
+            if repeat is not None:
+                return config, repeat
         if getattr(study.sampler, "exhausted", False):
             progress.last_event = "grid exhausted"
-            return
+            return None
         finished = sum(studies.is_finished(t) for t in study.get_trials(deepcopy=False))
-        while len(pending) < slots and finished + len(pending) < space.trials:
-            trial = study.ask()
-            config = space.trial_config(space.sample(trial))
+        if finished + len(configs) >= space.trials:
+            return None
+        trial = study.ask()
+        configs.append(Configuration(trial, space.sample(trial)))
+        return configs[-1], 0
+
+    def fill_slots() -> None:
+        while len(pending) < slots and may_start():
+            node = nodes.free_node()
+            if node is False:
+                progress.last_event = "isolation: node: every node runs a trial"
+                return
+            work = next_work()
+            if work is None:
+                return
+            config, repeat = work
+            trial_config = space.trial_config(config.sampled, repeat)
             ref = _remote_trial.options(
                 num_cpus=space.scenario.cpus_per_trial, max_retries=RAY_SYSTEM_RETRIES,
-            ).remote(config.to_json(), prune_rule(space, study))
-            pending[ref] = (trial, config)
-            progress.running[trial.number] = dict(trial.params)
-            progress.last_event = f"trial {trial.number} started"
+                **nodes.options(node),
+            ).remote(trial_config.to_json(), prune_rule(space, study))
+            nodes.taken(ref, node)
+            pending[ref] = (config, repeat, trial_config)
+            config.running.add(repeat)
+            progress.running[config.trial.number] = dict(config.sampled)
+            progress.last_event = f"trial {config.trial.number} started" + (
+                f" (repeat {repeat + 1}/{space.repeats})" if space.repeats > 1 else "")
+
+    def conclude_finished() -> list[Configuration]:
+        done = [c for c in configs if c.finished(space.repeats) and c.results]
+        for config in done:
+            configs.remove(config)
+            studies.tell(study, config.trial, space, config.outcome(space))
+            progress.running.pop(config.trial.number, None)
+        return done
 
     try:
+        conclude_finished()  # taken over with every repeat done, but never told
         fill_slots()
         notify(progress)
         while pending:
             ray.wait(list(pending), num_returns=1)
-            # every trial finished by now is told and its slot refilled before any is
+            # every repeat finished by now is stored and its slot refilled before any is
             # logged to MLflow: trials ending together do not wait on each other's logging
             ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
             finished = []
             for ref in ready:
-                trial, config = pending.pop(ref)
-                result = _collect(ref)
+                config, repeat, trial_config = pending.pop(ref)
+                nodes.released(ref)
+                result = with_target(_collect(ref), space)
                 if node_energy is not None:
                     attribute_node_energy(result, node_energy)
-                studies.tell(study, trial, space, result)
-                progress.running.pop(trial.number, None)
-                finished.append((trial, config, result))
+                studies.store_repeat(config.trial, repeat, result)
+                config.running.discard(repeat)
+                config.results[repeat] = result
+                finished.append((config.trial.number, repeat, trial_config, result))
+            conclude_finished()
             fill_slots()
-            for trial, config, result in finished:
-                trial_runs[trial.number] = tracker.log_trial(parent, trial.number, config,
-                                                             result)
-                progress.last_event = (f"trial {trial.number} {result.status}"
+            for number, repeat, trial_config, result in finished:
+                run_id = tracker.log_trial(parent, number, trial_config, result, repeat)
+                if repeat == 0:
+                    trial_runs[number] = run_id
+                progress.last_event = (f"trial {number} {result.status}"
                                        + (f": {result.reason}" if result.reason else ""))
             _refresh(progress, study)
             notify(progress)
@@ -213,8 +332,19 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
     return SweepOutcome(sweep, parent, study, trial_runs)
 
 
-def auto_parallel(cpus_per_trial: int) -> int:
-    """`parallel: auto`: floor(cluster CPUs / CPUs per trial), at least one."""
+def _spent_j(study: optuna.Study, in_flight: list[Configuration]) -> float:
+    """Joules used by every finished repeat so far, pruned and failed ones included."""
+    spent = [spent_j(r) for t in study.get_trials(deepcopy=False) if studies.is_finished(t)
+             for r in [studies.stored_result(t)] if r is not None]
+    spent += [spent_j(r) for c in in_flight for r in c.results.values()]
+    return sum(j for j in spent if not math.isnan(j))
+
+
+def auto_parallel(cpus_per_trial: int, one_per_node: bool = False) -> int:
+    """`parallel: auto`: floor(cluster CPUs / CPUs per trial), at least one; with
+    `one_per_node`, the number of live nodes."""
+    if one_per_node:
+        return max(1, sum(node["Alive"] for node in ray.nodes()))
     return max(1, int(ray.cluster_resources().get("CPU", 1)) // max(1, cpus_per_trial))
 
 
@@ -234,14 +364,14 @@ def _refresh(progress: SweepProgress, study: optuna.Study) -> None:
 
 def _relog_missing(study: optuna.Study, tracker: Tracker, parent: str,
                    space: SearchSpace) -> dict[int, str]:
-    """Trials told to Optuna whose MLflow run was never finished (driver killed between
-    the two writes) are logged now, from the result kept in Optuna."""
-    logged = tracker.logged_trials(parent, clean_up=True)
+    """Repeats stored in Optuna whose MLflow run was never finished (driver killed between
+    the two writes) are logged now, from the result kept in Optuna. Returns trial number ->
+    run id of its first repeat."""
+    logged = tracker.logged_repeats(parent, clean_up=True)
     for trial in study.get_trials(deepcopy=False):
-        if not studies.is_finished(trial) or trial.number in logged:
-            continue
-        result = studies.stored_result(trial)
-        if result is not None:
-            config = space.trial_config(trial.params)
-            logged[trial.number] = tracker.log_trial(parent, trial.number, config, result)
-    return logged
+        for repeat, result in studies.stored_repeats(trial).items():
+            if (trial.number, repeat) not in logged:
+                config = space.trial_config(trial.params, repeat)
+                logged[trial.number, repeat] = tracker.log_trial(parent, trial.number, config,
+                                                                 result, repeat)
+    return {number: run_id for (number, repeat), run_id in logged.items() if repeat == 0}

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 OBJECTIVE_METRICS = ("accuracy", "energy_j", "wall_s", "bytes_total", "co2_g",
-                     "node_energy_j")
+                     "node_energy_j", "energy_to_accuracy_j")
 
 
 @dataclass(frozen=True)
@@ -42,10 +42,17 @@ class TrialResult:
     # whole node(s) over the trial's window, from a node energy source (e.g. Grid'5000
     # wattmeters through Kwollect) in `isolation: node` mode; provenance in meters/info
     node_energy_j: float = float("nan")
+    # joules spent until the first round whose accuracy reached the space's
+    # `target_accuracy` (NaN: not reached, or no target; see `energy_to_accuracy`)
+    energy_to_accuracy_j: float = float("nan")
     status: str = "ok"  # "ok" | "failed" | "pruned"
     reason: str = ""
     meters: dict[str, MeterInfo] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)  # e.g. model size, partition stats
+    # with `budget.repeats` > 1 (see `sweeper.repeats`): the objectives above are means
+    # over the repeats, `ci95` their 95% Student-t half-widths
+    repeats: int = 1
+    ci95: dict[str, float] = field(default_factory=dict)
 
     def objective(self, name: str) -> float:
         return float(getattr(self, name))
@@ -63,3 +70,9 @@ class TrialResult:
     @classmethod
     def failed(cls, reason: str) -> TrialResult:
         return cls(status="failed", reason=reason)
+
+
+def energy_to_accuracy(rounds: list[RoundRecord], target: float) -> float:
+    """Cumulative joules at the first round whose accuracy reaches `target`; NaN when no
+    round does (a trial that never reaches the target is infeasible, never free)."""
+    return next((r.energy_j for r in rounds if r.accuracy >= target), float("nan"))

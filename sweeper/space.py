@@ -20,7 +20,7 @@ from sweeper.errors import SpaceError, SweeperError
 from sweeper.result import OBJECTIVE_METRICS
 
 TOP_KEYS = {"name", "description", "objectives", "budget", "sampler", "scenario", "leverages",
-            "constraints", "pruning"}
+            "constraints", "pruning", "target_accuracy"}
 REQUIRED_TOP_KEYS = ("name", "objectives", "leverages")
 SAMPLERS = ("tpe", "nsga2", "random", "gp", "grid")
 SCENARIO_CHOICES = {
@@ -111,6 +111,8 @@ class SearchSpace:
     wall_clock_s: float | None = None  # stop launching trials after this long
     energy_budget_j: float | None = None  # stop launching once finished trials used this
     prune_max_accuracy: float | None = None  # pruning.max_accuracy (see fronts.PruneRule)
+    repeats: int = 1  # runs of each configuration, seeds scenario.seed + r (sweeper.repeats)
+    target_accuracy: float | None = None  # for the objective energy_to_accuracy_j
 
     def distributions(self) -> dict[str, od.BaseDistribution]:
         return {lev.name: lev.distribution() for lev in self.leverages}
@@ -124,8 +126,10 @@ class SearchSpace:
                 values[lev.name] = lev.suggest(trial)
         return values
 
-    def trial_config(self, sampled: dict[str, Any]) -> TrialConfig:
-        return TrialConfig(self.scenario, resolve_leverages(sampled, self.scenario), self.seed)
+    def trial_config(self, sampled: dict[str, Any], repeat: int = 0) -> TrialConfig:
+        """The trial of `sampled` values; repeat r runs with seed `scenario.seed + r`."""
+        return TrialConfig(self.scenario, resolve_leverages(sampled, self.scenario),
+                           self.seed + repeat)
 
     def default_values(self, given: dict[str, Any] | None = None) -> dict[str, Any]:
         """`given` values, and for every other active leverage its default."""
@@ -168,7 +172,9 @@ def load_space(path: str | Path) -> SearchSpace:
     name = _typed(where, "name", raw["name"], str)
     objectives = _objectives(where, raw["objectives"])
     budget = _mapping(where, "budget", raw.get("budget", {}))
-    _no_unknown(where, "budget.", budget, {"trials", "parallel", "wall_clock_s", "energy_j"})
+    _no_unknown(where, "budget.", budget, {"trials", "parallel", "wall_clock_s", "energy_j",
+                                           "repeats"})
+    repeats = _positive_int(where, "budget.repeats", budget.get("repeats", 1))
     wall_clock_s, energy_budget_j = (_positive_float(where, f"budget.{key}", budget.get(key))
                                      for key in ("wall_clock_s", "energy_j"))
     trials = _positive_int(where, "budget.trials", budget.get("trials", 10))
@@ -201,9 +207,29 @@ def load_space(path: str | Path) -> SearchSpace:
             ("accuracy", "maximize"), ("energy_j", "minimize")}:
         raise SpaceError(f"{where}: pruning: needs exactly the objectives accuracy (maximize) "
                          "and energy_j (minimize)")
+    target_accuracy = _positive_float(where, "target_accuracy", raw.get("target_accuracy"))
+    if target_accuracy is not None and target_accuracy > 1:
+        raise SpaceError(f"{where}: target_accuracy: a fraction in (0, 1], got {target_accuracy}")
+    if target_accuracy is None and "energy_to_accuracy_j" in (
+            [o.metric for o in objectives] + [c.metric for c in constraints]):
+        raise SpaceError(f"{where}: target_accuracy: required by energy_to_accuracy_j "
+                         "(the accuracy whose first reaching is priced)")
+    _attributable(where, scenario, leverages)
     return SearchSpace(path, name, objectives, trials, parallel, sampler_name, sampler_seed,
                        scenario, seed, leverages, constraints, population_size, wall_clock_s,
-                       energy_budget_j, prune_max_accuracy)
+                       energy_budget_j, prune_max_accuracy, repeats, target_accuracy)
+
+
+def _attributable(where: str, scenario: Scenario, leverages: tuple[Leverage, ...]) -> None:
+    """`isolation: node` promises one trial per node, so that node meters are the trial's
+    own: refuse a space whose trials would spread over nodes other trials run on."""
+    if scenario.isolation != "node":
+        return
+    engines = {scenario.engine} | {c for lev in leverages if lev.name == "engine"
+                                   for c in lev.choices}
+    if scenario.deploy_placement == "ray" and "deployment" in engines:
+        raise SpaceError(f"{where}: scenario.isolation: node cannot be kept with "
+                         "deploy_placement: ray (SuperNodes run on other trials' nodes)")
 
 
 def _positive_float(where: str, key: str, value: Any) -> float | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import optuna
@@ -77,21 +78,50 @@ def is_finished(trial: FrozenTrial) -> bool:
     return trial.state in (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
 
 
+REPEAT_ATTR = "repeat."  # + repeat index: each finished repeat's result, as it finishes
+TARGET_CONSTRAINT = "energy_to_accuracy_j: target_accuracy reached"
+
+
 def stored_result(trial: FrozenTrial) -> TrialResult | None:
-    raw = trial.user_attrs.get(RESULT_ATTR)
+    """The configuration's result: the aggregate of its repeats, or its only repeat."""
+    raw = trial.user_attrs.get(RESULT_ATTR) or trial.user_attrs.get(f"{REPEAT_ATTR}0")
     return TrialResult.from_dict(json.loads(raw)) if raw else None
+
+
+def stored_repeats(trial: FrozenTrial) -> dict[int, TrialResult]:
+    """Repeat index -> result of every repeat of the configuration finished so far."""
+    out = {int(key[len(REPEAT_ATTR):]): TrialResult.from_dict(json.loads(raw))
+           for key, raw in trial.user_attrs.items() if key.startswith(REPEAT_ATTR)}
+    if not out and RESULT_ATTR in trial.user_attrs:  # a store from before repeats
+        out[0] = TrialResult.from_dict(json.loads(trial.user_attrs[RESULT_ATTR]))
+    return dict(sorted(out.items()))
+
+
+def store_repeat(trial: optuna.Trial, repeat: int, result: TrialResult) -> None:
+    """Keep a finished repeat with its configuration, before anything else is written."""
+    trial.set_user_attr(f"{REPEAT_ATTR}{repeat}", json.dumps(result.to_dict()))
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, space: SearchSpace,
          result: TrialResult) -> None:
-    """Record a finished trial: values for an ok result, FAIL otherwise; the whole result
-    (rounds, meters, reason) is kept with it, so MLflow can be re-logged from Optuna alone."""
-    trial.set_user_attr(RESULT_ATTR, json.dumps(result.to_dict()))
+    """Record a finished configuration: values for an ok result, FAIL otherwise. The whole
+    result (rounds, meters, reason) is kept with it (in repeat 0's attribute when there is
+    one repeat), so MLflow can be re-logged from Optuna alone."""
+    if result.repeats > 1:
+        trial.set_user_attr(RESULT_ATTR, json.dumps(result.to_dict()))
     if result.status == "ok":
+        missing = [o.metric for o in space.objectives if o.metric != "energy_to_accuracy_j"
+                   and math.isnan(result.objective(o.metric))]
+        if missing:  # no number stands in for missing data: the point cannot be placed
+            note = result.info.get("node_energy", {}).get("reason", "no value")
+            trial.set_user_attr("reason", f"objective {', '.join(missing)} is NaN: {note}")
+            study.tell(trial, state=TrialState.FAIL)
+            return
         for constraint in space.constraints:
-            trial.set_constraint(str(constraint),
-                                 constraint.violation(result.objective(constraint.metric)))
-        study.tell(trial, [result.objective(o.metric) for o in space.objectives])
+            trial.set_constraint(str(constraint), _violation(constraint, result))
+        if space.target_accuracy is not None:
+            trial.set_constraint(TARGET_CONSTRAINT, _target_gap(result, space.target_accuracy))
+        study.tell(trial, [_told(result, o.metric) for o in space.objectives])
     elif result.status == "pruned":
         trial.set_user_attr("pruned_after_round", len(result.rounds))
         study.tell(trial, state=TrialState.PRUNED)
@@ -99,17 +129,32 @@ def tell(study: optuna.Study, trial: optuna.Trial, space: SearchSpace,
         study.tell(trial, state=TrialState.FAIL)
 
 
-def recover_interrupted(study: optuna.Study) -> int:
-    """Trials left RUNNING by a killed driver: mark them failed-interrupted and queue their
-    parameters again, so the resumed sweep runs exactly them. Returns how many."""
-    count = 0
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        live = optuna.Trial(study, trial._trial_id)
-        live.set_user_attr(INTERRUPTED_ATTR, True)
-        study.tell(live, state=TrialState.FAIL)
-        study.enqueue_trial(trial.params, skip_if_exists=False)
-        count += 1
-    return count
+def _told(result: TrialResult, metric: str) -> float:
+    """The value Optuna gets: energy to a target never reached is +inf (Optuna refuses
+    NaN), and the trial is infeasible through its target constraint."""
+    value = result.objective(metric)
+    return math.inf if metric == "energy_to_accuracy_j" and math.isnan(value) else value
+
+
+def _target_gap(result: TrialResult, target: float) -> float:
+    """0 when the target was reached (by every repeat), else how far the best round fell
+    short (at least a hair above 0: one repeat short makes the configuration infeasible)."""
+    if not math.isnan(result.energy_to_accuracy_j):
+        return 0.0
+    gap = target - max((r.accuracy for r in result.rounds), default=0.0)
+    return 1.0 if math.isnan(gap) else max(gap, 1e-9)
+
+
+def _violation(constraint, result: TrialResult) -> float:
+    value = result.objective(constraint.metric)
+    return math.inf if math.isnan(value) else constraint.violation(value)
+
+
+def running_trials(study: optuna.Study) -> list[optuna.Trial]:
+    """Configurations left RUNNING by a driver that stopped: the resumed driver takes them
+    over under their own numbers, keeping the repeats they finished."""
+    return [optuna.Trial(study, t._trial_id)
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
 
 
 CONSTRAINT_PREFIX = "constraints:"

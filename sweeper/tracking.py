@@ -11,15 +11,21 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 from sweeper.config import TrialConfig
 from sweeper.errors import StoreError
-from sweeper.result import TrialResult
+from sweeper.result import MeterInfo, TrialResult
+
+if TYPE_CHECKING:  # the baseline imports torch and Flower; the driver needs neither here
+    from sweeper.baseline import BaselineResult
 
 TRIAL_TAG = "sweeper.trial"
+CONFIG_TAG = "sweeper.config"  # the Optuna trial number every repeat of it carries
+REPEAT_TAG = "sweeper.repeat"
 ROLE_TAG = "sweeper.role"
 CONFIG_ARTIFACT = "trial_config.json"
 
@@ -64,39 +70,43 @@ class Tracker:
         self.client.set_terminated(parent_run_id, RunStatus.to_string(RunStatus.FINISHED))
 
     def logged_trials(self, parent_run_id: str, clean_up: bool = False) -> dict[int, str]:
-        """Trial number -> child run id, for child runs logged to the end. With `clean_up`
-        (only the sweep's own driver, which knows no other writer is logging), child runs
-        cut off mid-logging are deleted, to be logged again from Optuna."""
+        """Trial number -> child run id of its first repeat, for child runs logged to the
+        end (see `logged_repeats`)."""
+        return {number: run_id for (number, repeat), run_id in
+                self.logged_repeats(parent_run_id, clean_up).items() if repeat == 0}
+
+    def logged_repeats(self, parent_run_id: str,
+                       clean_up: bool = False) -> dict[tuple[int, int], str]:
+        """(trial number, repeat) -> child run id, for child runs logged to the end. With
+        `clean_up` (only the sweep's own driver, which knows no other writer is logging),
+        child runs cut off mid-logging are deleted, to be logged again from Optuna."""
         parent = self.client.get_run(parent_run_id)
         runs = self.client.search_runs(
             [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
             max_results=50_000)
         done = {}
         for run in runs:
-            if run.info.status in ("FINISHED", "FAILED") and TRIAL_TAG in run.data.tags:
-                done[int(run.data.tags[TRIAL_TAG])] = run.info.run_id
+            tags = run.data.tags
+            if run.info.status in ("FINISHED", "FAILED") and TRIAL_TAG in tags:
+                done[int(tags[TRIAL_TAG]), int(tags.get(REPEAT_TAG, 0))] = run.info.run_id
             elif clean_up:
                 self.client.delete_run(run.info.run_id)
         return done
 
     def log_trial(self, parent_run_id: str, number: int, config: TrialConfig,
-                  result: TrialResult) -> str:
+                  result: TrialResult, repeat: int = 0) -> str:
+        """One repeat of a trial (configuration) as a child run of the sweep's run."""
         parent = self.client.get_run(parent_run_id)
         tags = {"mlflow.parentRunId": parent_run_id, TRIAL_TAG: str(number),
+                CONFIG_TAG: str(number), REPEAT_TAG: str(repeat),
                 ROLE_TAG: "trial", "sweeper.status": result.status}
         if result.reason:
             tags["sweeper.reason"] = result.reason[:5000]
-        selection = result.info.get("meter_selection", {})
-        tags["sweeper.node_meter"] = str(selection.get("node_meter"))
-        tags["sweeper.client_windows"] = str(selection.get("client_windows"))
-        if selection.get("why") or selection.get("not_used"):
-            tags["sweeper.node_meter_note"] = str(selection.get("why") or
-                                                  selection.get("not_used"))[:5000]
-        for component, info in result.meters.items():
-            tags[f"sweeper.meter.{component}"] = info.meter[:5000]
-            tags[f"sweeper.meter_kind.{component}"] = info.kind
-        run = self.client.create_run(parent.info.experiment_id, run_name=f"trial-{number}",
-                                     tags=tags)
+        tags.update(_meter_tags(result.meters, result.info.get("meter_selection", {})))
+        if "reason" in result.info.get("node_energy", {}):
+            tags["sweeper.node_energy_note"] = str(result.info["node_energy"]["reason"])[:5000]
+        name = f"trial-{number}" + (f"-repeat-{repeat}" if repeat else "")
+        run = self.client.create_run(parent.info.experiment_id, run_name=name, tags=tags)
         run_id = run.info.run_id
         self.client.log_batch(run_id, metrics=_metrics(result),
                               params=[Param(k, str(v)) for k, v in _params(config).items()])
@@ -110,24 +120,47 @@ class Tracker:
         return run_id
 
 
-    def log_baseline(self, experiment: str, config: TrialConfig, result) -> str:
-        """A centralized baseline as a run of its own experiment (params like a trial's)."""
+    def log_baseline(self, experiment: str, config: TrialConfig, result: BaselineResult) -> str:
+        """A centralized baseline as a run of its own experiment: params like a trial's,
+        per-epoch metrics (step = epoch) named like a trial's per-round ones, meter tags."""
         existing = self.client.get_experiment_by_name(experiment)
         experiment_id = existing.experiment_id if existing else self.client.create_experiment(
             experiment, artifact_location=(self.store.resolve() / "artifacts" / experiment
                                            ).as_uri())
-        run = self.client.create_run(experiment_id, run_name="baseline",
-                                     tags={ROLE_TAG: "baseline"})
-        now = int(time.time() * 1000)
-        metrics = [Metric("accuracy", a, now, e + 1)
-                   for e, a in enumerate(result.accuracy_by_epoch)]
-        metrics += [Metric("loss", v, now, e + 1) for e, v in enumerate(result.loss_by_epoch)]
-        metrics += [Metric("final.accuracy", result.accuracy, now, 0),
-                    Metric("final.wall_s", result.wall_s, now, 0)]
-        self.client.log_batch(run.info.run_id, metrics=metrics,
+        tags = {ROLE_TAG: "baseline",
+                **_meter_tags(result.meters, result.info.get("meter_selection", {}))}
+        run = self.client.create_run(experiment_id, run_name="baseline", tags=tags)
+        self.client.log_batch(run.info.run_id, metrics=_baseline_metrics(result),
                               params=[Param(k, str(v)) for k, v in _params(config).items()])
         self.client.set_terminated(run.info.run_id)
         return run.info.run_id
+
+
+def _meter_tags(meters: dict[str, MeterInfo], selection: dict) -> dict[str, str]:
+    """Which counters were chosen (and why), and the meter behind each energy component."""
+    tags = {"sweeper.node_meter": str(selection.get("node_meter")),
+            "sweeper.client_windows": str(selection.get("client_windows"))}
+    if selection.get("why") or selection.get("not_used"):
+        tags["sweeper.node_meter_note"] = str(selection.get("why") or
+                                              selection.get("not_used"))[:5000]
+    for component, info in meters.items():
+        tags[f"sweeper.meter.{component}"] = info.meter[:5000]
+        tags[f"sweeper.meter_kind.{component}"] = info.kind
+    return tags
+
+
+def _baseline_metrics(result: BaselineResult) -> list[Metric]:
+    now = int(time.time() * 1000)
+    out = []
+    for rec in result.epochs:
+        values = {"accuracy": rec.accuracy, "loss": rec.loss, "energy_j": rec.energy_j,
+                  "epoch_wall_s": rec.wall_s}
+        for component, joules in rec.energy.items():
+            values[f"energy_{result.meters[component].kind}.{component}"] = joules
+        out += [Metric(k, float(v), now, rec.epoch) for k, v in values.items()]
+    finals = {"final.accuracy": result.accuracy, "final.energy_j": result.energy_j,
+              "final.wall_s": result.wall_s}
+    return out + [Metric(k, float(v), now, 0) for k, v in finals.items()]
 
 
 def _params(config: TrialConfig) -> dict[str, object]:
@@ -152,9 +185,13 @@ def _metrics(result: TrialResult) -> list[Metric]:
         finals = {"final.accuracy": result.accuracy, "final.energy_j": result.energy_j,
                   "final.co2_g": result.co2_g,
                   "final.wall_s": result.wall_s, "final.bytes_total": result.bytes_total}
-        if result.node_energy_j == result.node_energy_j:  # measured after the trial
-            finals["final.node_energy_j"] = result.node_energy_j
+        for name in ("node_energy_j", "energy_to_accuracy_j"):  # NaN: not logged
+            value = getattr(result, name)
+            if value == value:
+                finals[f"final.{name}"] = value
         out += [Metric(k, float(v), now, 0) for k, v in finals.items()]
+    elif "spent_j" in result.info:  # what the failed trial used until it failed (modeled)
+        out.append(Metric("failed.spent_j", float(result.info["spent_j"]), now, 0))
     return out
 
 

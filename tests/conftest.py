@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
+import optuna
 import pytest
 import ray
 import yaml
+
+from sweeper.study import storage_url
 
 TINY_SCENARIO = {
     "dataset": "synthetic",
@@ -58,3 +64,32 @@ def write_space(path: Path, **overrides) -> Path:
     space.update(overrides)
     path.write_text(yaml.safe_dump(space, sort_keys=False))
     return path
+
+
+def kill_driver_when(cmd: list[str], store: Path, sweep: str, ready, log: Path,
+                     timeout_s: float = 300) -> optuna.Study:
+    """Start a sweep driver (`cmd` plus `--name sweep`), SIGKILL it as soon as
+    `ready(study)` holds (a string: the sweep ended first, say why), and return the study as
+    the kill left it."""
+    with log.open("w") as out:
+        driver = subprocess.Popen([*cmd, "--name", sweep], stdout=out, stderr=out)
+        try:
+            deadline = time.time() + timeout_s
+            while time.time() < deadline:
+                time.sleep(0.05)
+                try:
+                    study = optuna.load_study(study_name=sweep, storage=storage_url(store))
+                except Exception:  # not created yet
+                    continue
+                verdict = ready(study)
+                if isinstance(verdict, str):
+                    pytest.fail(verdict)
+                if verdict:
+                    break
+            else:
+                pytest.fail("the driver never reached the state to kill: "
+                            + log.read_text()[-3000:])
+        finally:
+            driver.send_signal(signal.SIGKILL)
+            driver.wait()
+    return optuna.load_study(study_name=sweep, storage=storage_url(store))

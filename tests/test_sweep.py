@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import csv
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
 import pytest
-from conftest import TINY_SCENARIO, write_space
+from conftest import TINY_SCENARIO, kill_driver_when, write_space
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from sweeper.cli import main
-from sweeper.study import INTERRUPTED_ATTR, storage_url
+from sweeper.study import storage_url
 from sweeper.tracking import tracking_uri
 
 LEVERAGES = {"precision", "update_codec", "local_epochs", "clients_per_round", "lr",
@@ -99,48 +97,33 @@ def test_killed_sweep_resumes_without_loss_or_duplicates(tmp_path: Path,
     store = tmp_path / "store"
     cmd = [sys.executable, "-m", "sweeper.cli", "pareto", "--space", str(space),
            "--store", str(store), "--ray-address", ray_cluster]
-    log = (tmp_path / "driver.log").open("w")
-    driver = subprocess.Popen([*cmd, "--name", "killed"], stdout=log, stderr=log)
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            time.sleep(0.05)
-            try:
-                study = optuna.load_study(study_name="killed", storage=storage_url(store))
-            except (KeyError, Exception):
-                continue
-            states = [t.state for t in study.trials]
-            if TrialState.COMPLETE in states and TrialState.RUNNING in states:
-                break
-            if states.count(TrialState.COMPLETE) == 4:
-                pytest.fail("the sweep finished before it could be interrupted")
-        else:
-            pytest.fail("the sweep never had a finished and a running trial: "
-                        + (tmp_path / "driver.log").read_text()[-3000:])
-    finally:
-        driver.send_signal(signal.SIGKILL)
-        driver.wait()
 
-    before = optuna.load_study(study_name="killed", storage=storage_url(store))
+    def one_finished_one_running(study: optuna.Study) -> bool | str:
+        states = [t.state for t in study.trials]
+        if states.count(TrialState.COMPLETE) == 4:
+            return "the sweep finished before it could be interrupted"
+        return TrialState.COMPLETE in states and TrialState.RUNNING in states
+
+    before = kill_driver_when(cmd, store, "killed", one_finished_one_running,
+                              tmp_path / "driver.log")
     finished_before = {t.number for t in before.trials if t.state == TrialState.COMPLETE}
-    assert 1 <= len(finished_before) < 4
+    cut_off = {t.number: t.params for t in before.trials if t.state == TrialState.RUNNING}
+    assert 1 <= len(finished_before) < 4 and cut_off
 
     resumed = subprocess.run([*cmd, "--resume", "killed"], capture_output=True, text=True,
                              timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
 
     study = optuna.load_study(study_name="killed", storage=storage_url(store))
-    complete = {t.number for t in study.trials if t.state == TrialState.COMPLETE}
-    interrupted = [t for t in study.trials if t.user_attrs.get(INTERRUPTED_ATTR)]
-    assert len(complete) == 4
-    assert finished_before <= complete  # finished trials were not re-run
-    assert len(interrupted) >= 1
-    assert all(t.state == TrialState.FAIL for t in interrupted)
-    rerun_params = [t.params for t in study.trials if t.number in complete - finished_before]
-    assert all(t.params in rerun_params for t in interrupted)  # cut-off configs ran again
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4  # nothing repeated
+    for number in finished_before:  # finished trials were not run again
+        assert study.trials[number].datetime_complete == before.trials[number].datetime_complete
+        assert study.trials[number].user_attrs == before.trials[number].user_attrs
+    for number, params in cut_off.items():  # taken over under its own number, same values
+        assert study.trials[number].params == params
     _, children = _child_runs(store, "killed")
     logged = [int(r.data.tags["sweeper.trial"]) for r in children]
-    assert sorted(logged) == sorted(complete)  # one child run per complete trial
+    assert sorted(logged) == [0, 1, 2, 3]  # one child run per trial
 
 
 def test_a_sweep_mixing_both_engines(tmp_path: Path, ray_cluster: str) -> None:

@@ -1,0 +1,79 @@
+"""Federated points read against the centralized baseline: how many times the baseline's
+energy a federated point spent for an accuracy the baseline also reached (Qiu et al., JMLR
+2023, ask the same of federated vs centralized training)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from sweeper.tracking import ROLE_TAG
+
+KIND_TAG_PREFIX = "sweeper.meter_kind."
+
+
+@dataclass(frozen=True)
+class BaselineCurve:
+    run_id: str
+    accuracy_by_epoch: tuple[float, ...]  # index 0 is epoch 1
+    energy_j_by_epoch: tuple[float, ...]  # cumulative
+    kind: str  # "measured" | "modeled" | "measured + modeled"
+
+
+def load_baseline(tracking_uri: str, space_name: str,
+                  scenario: dict[str, Any]) -> BaselineCurve | None:
+    """The newest FINISHED baseline run of experiment `<space_name>-baselines` whose
+    `scenario.*` params are exactly `scenario` (values compared as the strings MLflow
+    stores), or None. Runs logged before baselines had energy (no `energy_j`) are skipped."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(f"{space_name}-baselines")
+    if experiment is None:
+        return None
+    wanted = {k: str(v) for k, v in scenario.items()}
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment.experiment_id],
+            f"attributes.status = 'FINISHED' and tags.`{ROLE_TAG}` = 'baseline'",
+            order_by=["attributes.start_time DESC"], page_token=token)
+        for run in page:
+            if _scenario_of(run) == wanted and "energy_j" in run.data.metrics:
+                return _curve(client, run)
+        token = page.token
+        if not token:
+            return None
+
+
+def energy_ratio(curve: BaselineCurve, accuracy: float, energy_j: float) -> float:
+    """A federated point's energy over the baseline's cumulative energy at the first epoch
+    whose accuracy reaches `accuracy`; NaN if no epoch does (or an energy is not positive
+    and finite: the ratio is never 0 or inf)."""
+    for reached, baseline_j in zip(curve.accuracy_by_epoch, curve.energy_j_by_epoch,
+                                   strict=True):
+        if reached >= accuracy:
+            ratio = energy_j / baseline_j if baseline_j > 0 else math.nan
+            return ratio if math.isfinite(ratio) and ratio > 0 else math.nan
+    return math.nan
+
+
+def _scenario_of(run: Run) -> dict[str, str]:
+    prefix = "scenario."
+    return {k[len(prefix):]: v for k, v in run.data.params.items() if k.startswith(prefix)}
+
+
+def _curve(client: MlflowClient, run: Run) -> BaselineCurve:
+    run_id = run.info.run_id
+    kinds = sorted({v for k, v in run.data.tags.items() if k.startswith(KIND_TAG_PREFIX)})
+    return BaselineCurve(run_id, _history(client, run_id, "accuracy"),
+                         _history(client, run_id, "energy_j"), " + ".join(kinds))
+
+
+def _history(client: MlflowClient, run_id: str, key: str) -> tuple[float, ...]:
+    """A metric's values by step (epoch), the last logged value of a step winning."""
+    by_step = {m.step: m.value for m in sorted(client.get_metric_history(run_id, key),
+                                               key=lambda m: (m.step, m.timestamp))}
+    return tuple(by_step[step] for step in sorted(by_step))
