@@ -30,7 +30,7 @@ if sys.argv[2] == "off":
 space = load_space("search_spaces/quick.yaml")
 prepare(space.scenario, space.seed)
 config = space.trial_config(space.with_overrides({"precision": "bf16", "update_codec": "none",
-    "local_epochs": 1, "clients_per_round": 2}))
+    "local_epochs": "1", "clients_per_round": "2"}))
 out = []
 for _ in range(int(sys.argv[1])):
     result = run_trial(config)
