@@ -77,11 +77,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _pareto(args: argparse.Namespace) -> int:
+    from sweeper.names import checked_name
     from sweeper.orchestrate import SweepProgress, run_sweep
     from sweeper.space import load_space
     from sweeper.tracking import Tracker
 
     space = load_space(args.space)
+    if args.name:
+        checked_name(args.name, "--name")
     node_energy = None
     if args.cluster is not None:
         from g5k.cluster import ClusterState, node_energy_source

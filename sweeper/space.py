@@ -17,6 +17,7 @@ import yaml
 from sweeper.config import LEVERAGES, Scenario, TrialConfig, resolve_leverages
 from sweeper.energy.profiles import link_shape
 from sweeper.errors import SpaceError, SweeperError
+from sweeper.names import checked_name
 from sweeper.result import OBJECTIVE_METRICS
 
 TOP_KEYS = {"name", "description", "objectives", "budget", "sampler", "scenario", "leverages",
@@ -170,6 +171,10 @@ def load_space(path: str | Path) -> SearchSpace:
         if key not in raw:
             raise SpaceError(f"{where}: {key}: missing")
     name = _typed(where, "name", raw["name"], str)
+    try:
+        checked_name(name, "name")
+    except SweeperError as exc:
+        raise SpaceError(f"{where}: {exc}") from None
     objectives = _objectives(where, raw["objectives"])
     budget = _mapping(where, "budget", raw.get("budget", {}))
     _no_unknown(where, "budget.", budget, {"trials", "parallel", "wall_clock_s", "energy_j",

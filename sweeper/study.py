@@ -10,6 +10,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeper.errors import StoreError
+from sweeper.names import file_safe
 from sweeper.result import TrialResult
 from sweeper.space import SearchSpace
 
@@ -150,10 +151,11 @@ def _violation(constraint, result: TrialResult) -> float:
     return math.inf if math.isnan(value) else constraint.violation(value)
 
 
-def running_trials(study: optuna.Study) -> list[optuna.Trial]:
-    """Configurations left RUNNING by a driver that stopped: the resumed driver takes them
-    over under their own numbers, keeping the repeats they finished."""
-    return [optuna.Trial(study, t._trial_id)
+def running_trials(study: optuna.Study) -> list[tuple[optuna.Trial, FrozenTrial]]:
+    """Configurations left RUNNING by a driver that stopped, as live trials (to tell) with
+    what they hold: the resumed driver takes them over under their own numbers, keeping
+    the repeats they finished."""
+    return [(optuna.Trial(study, t._trial_id), t)
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
 
 
@@ -185,7 +187,7 @@ def space_of(study: optuna.Study) -> SearchSpace:
     from sweeper.space import load_space
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"{study.study_name}.yaml"
+        path = Path(tmp) / f"{file_safe(study.study_name)}.yaml"
         path.write_text(study.user_attrs[SPACE_ATTR])
         return load_space(path)
 

@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from sweeper.config import TrialConfig
 from sweeper.errors import StoreError
+from sweeper.names import file_safe
 from sweeper.result import MeterInfo, TrialResult
 
 if TYPE_CHECKING:  # the baseline imports torch and Flower; the driver needs neither here
@@ -43,19 +44,23 @@ class Tracker:
 
     def sweep_run(self, sweep: str, create: bool) -> str:
         """The parent run of `sweep` (created with its experiment when `create`)."""
-        experiment = self.client.get_experiment_by_name(sweep)
-        if experiment is None:
-            if not create:
-                raise StoreError(f"no MLflow experiment for sweep {sweep!r} in {self.uri}")
-            artifacts = (self.store.resolve() / "artifacts" / sweep).as_uri()
-            experiment_id = self.client.create_experiment(sweep, artifact_location=artifacts)
-        else:
-            experiment_id = experiment.experiment_id
+        experiment_id = self._experiment_id(sweep, create)
         runs = self.client.search_runs([experiment_id], f"tags.`{ROLE_TAG}` = 'sweep'")
         if runs:
             return runs[0].info.run_id
         run = self.client.create_run(experiment_id, run_name=sweep, tags={ROLE_TAG: "sweep"})
         return run.info.run_id
+
+    def _experiment_id(self, name: str, create: bool) -> str:
+        """The experiment `name`; created when `create`, its artifacts in the store's
+        `artifacts/` under a file-safe form of the name."""
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        if not create:
+            raise StoreError(f"no MLflow experiment for sweep {name!r} in {self.uri}")
+        artifacts = (self.store.resolve() / "artifacts" / file_safe(name)).as_uri()
+        return self.client.create_experiment(name, artifact_location=artifacts)
 
     def log_sweep_file(self, parent_run_id: str, path: Path) -> None:
         self.client.log_artifact(parent_run_id, str(path))
@@ -123,10 +128,7 @@ class Tracker:
     def log_baseline(self, experiment: str, config: TrialConfig, result: BaselineResult) -> str:
         """A centralized baseline as a run of its own experiment: params like a trial's,
         per-epoch metrics (step = epoch) named like a trial's per-round ones, meter tags."""
-        existing = self.client.get_experiment_by_name(experiment)
-        experiment_id = existing.experiment_id if existing else self.client.create_experiment(
-            experiment, artifact_location=(self.store.resolve() / "artifacts" / experiment
-                                           ).as_uri())
+        experiment_id = self._experiment_id(experiment, create=True)
         tags = {ROLE_TAG: "baseline",
                 **_meter_tags(result.meters, result.info.get("meter_selection", {}))}
         run = self.client.create_run(experiment_id, run_name="baseline", tags=tags)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -175,3 +176,24 @@ def test_baseline_command_logs_test_accuracy(tmp_path: Path,
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.data.params["model"] == "ds_cnn_s"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "accuracy")] == [1, 2]
+
+
+class _Planted:
+    """What an attacker would plant in a predictable cache file: code run on unpickling."""
+
+    def __reduce__(self):
+        return (Path.touch, (Path(os.environ["SWEEPER_CACHE"]) / "planted-code-ran",))
+
+
+def test_the_feature_cache_is_read_without_pickle(tmp_path: Path) -> None:
+    import pickle
+
+    from sweeper.kws.features import load_features
+
+    root, config = dataset_root(TINY), FeatureConfig()
+    load_features(root, config, tmp_path)
+    (cache,) = tmp_path.glob("features-*.pt")
+    torch.save({"x": _Planted()}, cache)
+    with pytest.raises(pickle.UnpicklingError):
+        load_features(root, config, tmp_path)
+    assert not (Path(os.environ["SWEEPER_CACHE"]) / "planted-code-ran").exists()

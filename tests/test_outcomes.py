@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 from pathlib import Path
 
 import optuna
@@ -110,3 +111,31 @@ def test_target_and_repeats_are_checked_at_load(tmp_path: Path) -> None:
             load_space(path)
         assert main(["pareto", "--space", str(path), "--store", str(tmp_path / "s")]) == 2
         assert not (tmp_path / "s").exists()
+
+
+def test_names_never_make_paths_outside_the_store(tmp_path: Path) -> None:
+    from sweeper.names import file_safe
+    from sweeper.runtime import runtime_dir
+
+    assert file_safe("../../etc/passwd") == "_.._etc_passwd"
+    assert "/" not in file_safe("a/b") and not file_safe(".hidden").startswith(".")
+    space = write_space(tmp_path / "s.yaml", name="../evil")
+    assert main(["pareto", "--space", str(space), "--store", str(tmp_path / "s")]) == 2
+    good = write_space(tmp_path / "g.yaml")
+    assert main(["pareto", "--space", str(good), "--store", str(tmp_path / "s"),
+                 "--name", "x/../../y"]) == 2
+    assert not (tmp_path / "s").exists()
+    folder = runtime_dir()
+    assert folder.stat().st_mode & 0o777 == 0o700 and folder.stat().st_uid == os.getuid()
+
+
+def test_a_runtime_folder_others_can_enter_is_refused(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from sweeper.errors import SweeperError
+    from sweeper.runtime import runtime_dir
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    (tmp_path / "sweeper").mkdir(mode=0o777)
+    (tmp_path / "sweeper").chmod(0o777)
+    with pytest.raises(SweeperError, match="others may enter it"):
+        runtime_dir()

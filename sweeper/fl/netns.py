@@ -20,10 +20,10 @@ from pathlib import Path
 from sweeper.energy.profiles import LinkShape
 from sweeper.errors import SweeperError
 from sweeper.fl.wire import read_counters
+from sweeper.runtime import runtime_dir
 
 PREFIX = "sweeper"
 SUBNET = "10.213"  # 10.213.<trial>.0/24: one /24 per running trial, inside its namespaces
-LOCK = Path("/tmp/sweeper-netns.lock")
 
 
 def _ip(*args: str, netns: str | None = None) -> str:
@@ -119,7 +119,7 @@ class Network:
 
     def __enter__(self) -> Network:
         try:
-            with LOCK.open("w") as lock:
+            with (runtime_dir() / "netns.lock").open("w") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)  # trials of one node allocate in turn
                 remove_stale()
                 self.index = self._free_index()

@@ -87,7 +87,8 @@ def load_features(root: Path, config: FeatureConfig, cache_root: Path, task: str
                                     ).encode()).hexdigest()[:16]
     cache = Path(cache_root) / f"features-{key}.pt"
     if cache.exists():
-        return KwsData(**torch.load(cache, weights_only=False))
+        # weights_only: tensors and plain containers only, never code (no pickle objects)
+        return KwsData(**torch.load(cache, weights_only=True))
     examples = list_examples(root, task, seed)
     data = _compute(root, examples, config, classes_for(task))
     cache.parent.mkdir(parents=True, exist_ok=True)
