@@ -65,16 +65,39 @@ def new_sweep_name(space: SearchSpace) -> str:
 
 def start_ray(address: str | None, num_cpus: int | None = None,
               dashboard: bool = True) -> tuple[bool, str | None]:
-    """Connect to (or start) Ray. Returns (started_here, dashboard_url)."""
+    """Connect to (or start) Ray. Returns (started_here, dashboard_url). A Ray started here
+    listens on 127.0.0.1 only; one at `address` is shown the token that `RAY_AUTH_MODE=token`
+    and `RAY_AUTH_TOKEN_PATH` in the environment name, if they do."""
+    import ipaddress
+
+    from ray._private import ray_constants
+    from ray._raylet import AuthenticationTokenLoader, Config
+
     if ray.is_initialized():
         return False, None
     env = {k: os.environ[k] for k in ("SWEEPER_CACHE", "SWEEPER_PROFILES") if k in os.environ}
     kwargs: dict[str, Any] = {"runtime_env": {"env_vars": env}} if env else {}
     if address:
+        if os.environ.get("RAY_AUTH_MODE") == "token":
+            # Ray 2.55 reads RAY_AUTH_* when it is imported; `--cluster` sets them later
+            Config.initialize("")
+            AuthenticationTokenLoader.instance().reset_cache()
         context = ray.init(address=address, log_to_driver=False, **kwargs)
     else:
-        context = ray.init(num_cpus=num_cpus, include_dashboard=dashboard,
-                           dashboard_host="127.0.0.1", log_to_driver=False, **kwargs)
+        # Ray 2.55's servers bind to the node's address (loopback only when that is
+        # 127.0.0.1), and ray.init turns _node_ip_address="127.0.0.1" into the host's address
+        # (services.resolve_ip_for_localhost) unless Ray thinks clusters are off, as on macOS
+        clusters, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False
+        try:
+            context = ray.init(num_cpus=num_cpus, include_dashboard=dashboard,
+                               dashboard_host="127.0.0.1", log_to_driver=False, **kwargs)
+        finally:
+            ray_constants.ENABLE_RAY_CLUSTER = clusters
+        node = context.address_info["node_ip_address"]
+        if not ipaddress.ip_address(node).is_loopback:
+            ray.shutdown()
+            raise SweeperError(f"the local Ray took the address {node}, not 127.0.0.1: it "
+                               "would listen on the network; not started")
     url = context.dashboard_url
     return True, (f"http://{url}" if url and not url.startswith("http") else url)
 
@@ -220,9 +243,8 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
                                           "budget.repeats": space.repeats,
                                           "budget.parallel": space.parallel})
     trial_runs = _relog_missing(study, tracker, parent, space)
-    configs = [Configuration(trial, space.sample(trial), studies.stored_repeats(trial.study
-               .get_trials(deepcopy=False)[trial.number]))
-               for trial in studies.running_trials(study)]
+    configs = [Configuration(live, space.sample(live), studies.stored_repeats(frozen))
+               for live, frozen in studies.running_trials(study)]
 
     started_ray, dashboard_url = start_ray(ray_address, dashboard=dashboard)
     exclusive = space.scenario.isolation == "node"
@@ -249,11 +271,14 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
         return True
 
     def next_work() -> tuple[Configuration, int] | None:
-        """The next repeat to start: of a configuration in flight, else of a new one."""
+        """The next repeat to start: of a configuration in flight (started configurations
+        finish their repeats whatever the budgets), else of a new one."""
         for config in configs:
             repeat = config.next_repeat(space.repeats)
             if repeat is not None:
                 return config, repeat
+        if not may_start():
+            return None
         if getattr(study.sampler, "exhausted", False):
             progress.last_event = "grid exhausted"
             return None
@@ -265,7 +290,7 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
         return configs[-1], 0
 
     def fill_slots() -> None:
-        while len(pending) < slots and may_start():
+        while len(pending) < slots:
             node = nodes.free_node()
             if node is False:
                 progress.last_event = "isolation: node: every node runs a trial"

@@ -3,6 +3,7 @@ MLflow run, and federated points read against it (`baseline_compare`)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import subprocess
@@ -231,3 +232,34 @@ def test_energy_ratio_against_the_logged_histories(logged: dict) -> None:
         assert energy_ratio(curve, target, federated_j) == pytest.approx(
             federated_j / energy[first])
     assert math.isnan(energy_ratio(curve, max(accuracy) + 0.01, federated_j))
+
+
+def test_the_report_reads_every_front_point_against_the_baseline(
+        tmp_path: Path, ray_cluster: str) -> None:
+    space = write_space(tmp_path / "s.yaml", scenario=MODELED,
+                        budget={"trials": 2, "parallel": 2})
+    store = tmp_path / "store"
+    assert main(["baseline", "--space", str(space), "--epochs", "5",
+                 "--store", str(store)]) == 0
+    assert main(["pareto", "--space", str(space), "--name", "vs", "--store", str(store),
+                 "--ray-address", ray_cluster]) == 0
+    client = MlflowClient(tracking_uri(store))
+    baseline = client.search_runs(
+        [client.get_experiment_by_name("tiny-baselines").experiment_id])[0].info.run_id
+    accuracy, energy = ([m.value for m in sorted(client.get_metric_history(baseline, key),
+                                                 key=lambda m: m.step)]
+                        for key in ("accuracy", "energy_j"))
+    parent = next(r for r in client.search_runs(
+        [client.get_experiment_by_name("vs").experiment_id])
+        if r.data.tags.get(ROLE_TAG) == "sweep").info.run_id
+    with open(client.download_artifacts(parent, "pareto.csv", str(tmp_path))) as f:
+        rows = list(csv.DictReader(f))
+    assert rows
+    for row in rows:
+        first = next((i for i, reached in enumerate(accuracy)
+                      if reached >= float(row["accuracy"])), None)
+        expected = math.nan if first is None else float(row["energy_j"]) / energy[first]
+        assert float(row["energy_vs_baseline"]) == pytest.approx(expected, nan_ok=True)
+    assert any(math.isfinite(float(row["energy_vs_baseline"])) for row in rows)
+    html = Path(client.download_artifacts(parent, "pareto.html", str(tmp_path))).read_text()
+    assert "centralized baseline" in html and baseline in html
