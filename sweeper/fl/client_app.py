@@ -28,7 +28,7 @@ from sweeper.fl.task import (
     to_numpy,
     uplink_codec,
 )
-from sweeper.fl.warmup import WARMUP_EXAMPLES_KEY
+from sweeper.fl.warmup import warm_client
 from sweeper.kws.summarize import select
 from sweeper.kws.task import flops_per_example_of, reusable_model
 from sweeper.kws.train import evaluate, train
@@ -85,10 +85,13 @@ def encode_with_feedback(update: ArrayRecord, state: RecordDict, codec) -> Array
 
 def _windowed(work):
     """Run a ClientApp function inside a counter window (trials sharing a node, where the
-    scenario's meters give a counter); the attributed joules join its metrics."""
+    scenario's meters give a counter), after warming the process (`fl.warmup`); the
+    attributed joules join its metrics."""
 
     def run(msg: Message, context: Context) -> Message:
-        scenario = trial_config_of(msg).scenario
+        config = trial_config_of(msg)
+        scenario = config.scenario
+        warm_client(config, int(context.node_config["partition-id"]))  # before any count
         with client_window(scenario.meters, scenario.isolation) as window:
             reply = work(msg, context)
         if window is not None:
@@ -97,13 +100,6 @@ def _windowed(work):
 
     run.__name__ = work.__name__
     return run
-
-
-def _capped(context: Context, x: torch.Tensor, y: torch.Tensor
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first examples only, when the warm-up (`fl.warmup`) caps them."""
-    cap = context.node_config.get(WARMUP_EXAMPLES_KEY)
-    return (x, y) if cap is None else (x[: int(cap)], y[: int(cap)])
 
 
 @app.train()
@@ -115,7 +111,7 @@ def train_round(msg: Message, context: Context) -> Message:
     lev = config.leverages
     if lev["threads_per_client"] is not None:
         torch.set_num_threads(int(lev["threads_per_client"]))
-    x, y = _capped(context, *client_data(config, partition_id))
+    x, y = client_data(config, partition_id)
     seed = config.seed * 1_000_003 + server_round * 1009 + partition_id
     selecting = time.process_time()
     chosen_from = y
@@ -152,7 +148,7 @@ def evaluate_round(msg: Message, context: Context) -> Message:
     started = time.process_time()
     config, _, _, model = _received(msg)
     partition_id = int(context.node_config["partition-id"])
-    x, y = _capped(context, *client_data(config, partition_id, part="eval"))
+    x, y = client_data(config, partition_id, part="eval")
     loss, accuracy = evaluate(model, x, y) if len(y) else (float("nan"), float("nan"))
     metrics = MetricRecord({"num-examples": len(y), "loss": loss, "accuracy": accuracy,
                             "flops": flops_per_example_of(config)[1] * len(y),

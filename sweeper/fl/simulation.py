@@ -140,17 +140,6 @@ class InProcessBackend(Backend):
         self.app = None
 
 
-def call_client_app(client_app: ClientApp, content: RecordDict, message_type: str,
-                    node_config: dict[str, int]) -> Message:
-    """One ClientApp call outside any run (the warm-up), with the task identity Flower's
-    messages need; `run_federation` sets the run's own when it starts."""
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 0, 0, SUPERLINK_NODE_ID
-    message = Message(content, dst_node_id=1, message_type=message_type)
-    context = Context(run_id=0, node_id=1, node_config=UserConfig(node_config),
-                      state=RecordDict(), run_config=UserConfig())
-    return client_app(message=message, context=context)
-
-
 def run_federation(server_app: ServerApp, client_app: ClientApp, num_clients: int,
                    seed: int) -> None:
     """Run `server_app` against `num_clients` simulated SuperNodes; re-raise its error."""

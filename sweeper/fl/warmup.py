@@ -1,13 +1,15 @@
-"""Warm the trial's process before its meters start, so no trial pays the cold start.
+"""Warm a process before a trial's meters count its work, so no trial pays the cold start.
 
-The first ClientApp call in a fresh process spends about 2 CPU-seconds more than the next
-(torch's lazy kernel and oneDNN set-up, the feature cache read, the FLOP counter's imports,
-Flower's message machinery): billed to the first trial of every Ray worker, it made a
-configuration's energy depend on where in the worker's life it ran. `warm_up` calls the
-trial's own ClientApp (train, then evaluate) once on a few batches of partition 0, through
-a real Flower message carrying the trial's config, outside any counted window, and the
-server's evaluation on a few test examples. It runs once per distinct configuration and
-process (repeats of a configuration share it).
+The first ClientApp call in a fresh process spent about 2 CPU-seconds more than the next
+(torch's lazy kernel and oneDNN set-up, the feature cache read, the FLOP counter's imports):
+billed to the first trial of every Ray worker, it made a configuration's energy depend on
+where in the worker's life it ran, and under the deployment engine, where every message
+gets a fresh `flwr-clientapp` process, it was most of every client's joules. `warm_client`
+runs a client's compute path once on a few batches (data, FLOP count, selection, training,
+evaluation, both codecs) and the ClientApp calls it before opening its counted window;
+`warm_up` does it for every client of a simulated trial, and the server's evaluation, before
+the federation starts (so round 1's wall time carries none of it either). Each runs once
+per configuration (seed left out: repeats share it) and process.
 """
 
 from __future__ import annotations
@@ -15,42 +17,70 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 
-from flwr.app import ConfigRecord, RecordDict
-
 from sweeper.config import TrialConfig
-from sweeper.errors import SweeperError
 from sweeper.fl.codecs import build_codec
-from sweeper.fl.task import TRIAL_CONFIG_KEY, downlink_codec, model_to_arrays, test_data
-from sweeper.kws.task import new_model
-from sweeper.kws.train import evaluate
+from sweeper.fl.task import (
+    client_data,
+    downlink_codec,
+    model_to_arrays,
+    numpy_difference,
+    test_data,
+    to_numpy,
+    uplink_codec,
+)
+from sweeper.kws.summarize import select
+from sweeper.kws.task import flops_per_example_of, new_model, reusable_model
+from sweeper.kws.train import evaluate, train
 
-# node_config key that caps a ClientApp's examples (set only by the warm-up)
-WARMUP_EXAMPLES_KEY = "sweeper-warmup-examples"
 WARMUP_BATCHES = 3
 
 
 def warm_up(config: TrialConfig) -> None:
-    """Run the trial's compute path once, uncounted (a no-op after the first time for the
-    same configuration in this process)."""
+    """Warm every client of a simulated trial and the server's evaluation, uncounted."""
+    key = _seedless(config)
+    for partition_id in range(config.scenario.num_clients):
+        _warm_client(key, partition_id)
+    _warm_server(key)
+
+
+def warm_client(config: TrialConfig, partition_id: int) -> None:
+    """Run one client's compute path once in this process, uncounted."""
+    _warm_client(_seedless(config), partition_id)
+
+
+def _seedless(config: TrialConfig) -> str:
     data = config.to_dict()
-    data["seed"] = 0  # repeats differ only by seed: one warm-up serves them all
-    _warm_up(json.dumps(data, sort_keys=True))
+    data["seed"] = 0
+    return json.dumps(data, sort_keys=True)
+
+
+@lru_cache(maxsize=256)
+def _warm_client(config_json: str, partition_id: int) -> None:
+    config = TrialConfig.from_json(config_json)
+    lev = config.leverages
+    x, y = client_data(config, partition_id)
+    x_eval, y_eval = client_data(config, partition_id, part="eval")
+    flops_per_example_of(config)
+    model = reusable_model(config)  # every real call loads the global model into it first
+    start = {key: value.detach().numpy().copy() for key, value in model.state_dict().items()}
+    batch = int(lev["batch_size"])
+    n = min(len(y), WARMUP_BATCHES * batch + len(y) % batch)  # the last batch's shape too
+    if float(lev["data_fraction"]) < 1.0:
+        select(model, x[:n], y[:n], float(lev["data_fraction"]), str(lev["summary"]), 0)
+    train(model, x[:n], y[:n], epochs=1, batch_size=batch, lr=float(lev["lr"]),
+          precision=str(lev["precision"]), seed=0,
+          proximal_mu=float(lev["proximal_mu"]) if lev["strategy"] == "fedprox" else 0.0,
+          optimizer=str(lev["optimizer"]))
+    if len(y_eval):
+        evaluate(model, x_eval, y_eval)
+    uplink = build_codec(uplink_codec(lev))
+    uplink.decode(uplink.encode(numpy_difference(model, start)))
+    downlink = build_codec(downlink_codec(lev))
+    to_numpy(downlink.decode(downlink.encode(model_to_arrays(model))))
 
 
 @lru_cache(maxsize=64)
-def _warm_up(config_json: str) -> None:
-    from sweeper.fl.client_app import app as client_app
-    from sweeper.fl.simulation import call_client_app
-
+def _warm_server(config_json: str) -> None:
     config = TrialConfig.from_json(config_json)
-    examples = WARMUP_BATCHES * int(config.leverages["batch_size"])
-    model = new_model(config)
-    arrays = build_codec(downlink_codec(config.leverages)).encode(model_to_arrays(model))
-    for message_type in ("train", "evaluate"):
-        settings = ConfigRecord({TRIAL_CONFIG_KEY: config.to_json(), "server-round": 1})
-        reply = call_client_app(client_app, RecordDict({"arrays": arrays, "config": settings}),
-                                message_type, {"partition-id": 0, WARMUP_EXAMPLES_KEY: examples})
-        if reply.has_error():
-            raise SweeperError(f"warm-up of the ClientApp failed: {reply.error.reason}")
     x, y = test_data(config)
-    evaluate(model, x, y)  # the server's evaluation, at its batch shapes
+    evaluate(new_model(config), x, y)  # at the server's batch shapes
