@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 from pathlib import Path
@@ -87,10 +88,11 @@ def _pareto(args: argparse.Namespace) -> int:
         checked_name(args.name, "--name")
     node_energy = None
     if args.cluster is not None:
-        from g5k.cluster import ClusterState, node_energy_source
+        from g5k.cluster import ClusterState, node_energy_source, ray_client_env
 
         state = ClusterState.load()
         args.ray_address = state.ray_address()
+        os.environ.update(ray_client_env())  # the cluster's token, by its file's path
         if space.scenario.isolation == "node":  # one trial per node: its joules are its own
             node_energy = node_energy_source(state)
     console = Console(stderr=True)

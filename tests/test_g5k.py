@@ -124,6 +124,7 @@ def test_credentials_from_file_and_environment(tmp_path: Path,
     monkeypatch.delenv("G5K_PASSWORD", raising=False)
     path = tmp_path / ".python-grid5000.yaml"
     path.write_text(yaml.safe_dump({"username": "bob", "password": "pw"}))
+    path.chmod(0o600)  # a password file others can read is refused
     creds = load_credentials(path)
     assert creds == Credentials("bob", "pw") and "pw" not in repr(creds)
     monkeypatch.setenv("G5K_USER", "carol")
@@ -167,15 +168,16 @@ def ssh_hosts(tmp_path: Path):
 def test_ssh_through_a_jump_host(ssh_hosts) -> None:
     key_file, jump, node, _ = ssh_hosts
     user = getpass.getuser()
-    via = Remote("127.0.0.1", user, str(key_file), jump.port)
-    remote = Remote("127.0.0.1", user, str(key_file), node.port, via=via)
+    known = str(ssh_hosts[3] / "known_hosts")
+    via = Remote("127.0.0.1", user, str(key_file), jump.port, known_hosts=known)
+    remote = Remote("127.0.0.1", user, str(key_file), node.port, via=via, known_hosts=known)
     assert remote.run("echo hello from $(hostname)").startswith("hello from")
     with pytest.raises(G5kError, match="exit code 3"):
         remote.run("exit 3")
     remote.close()
     unknown = ssh_hosts[3] / "unknown_key"
     paramiko.RSAKey.generate(2048).write_private_key_file(str(unknown))
-    stranger = Remote("127.0.0.1", user, str(unknown), node.port)
+    stranger = Remote("127.0.0.1", user, str(unknown), node.port, known_hosts=known)
     with pytest.raises(G5kError, match="refused"):
         stranger.run("true")
 
@@ -213,6 +215,7 @@ def test_cluster_up_status_down_with_real_ray(ssh_hosts, ray_dir: str, ray_clust
     spec = ClusterSpec(site="nancy", cluster="gros", nodes=2, jump_host="127.0.0.1",
                        jump_port=jump.port, frontend="127.0.0.1", ssh_port=node.port,
                        ssh_key=str(key_file), python_env=str(python_env),
+                       known_hosts=str(root / "known_hosts"),
                        reservation_method="oarsub", ray_port=free_port(),
                        ray_client_port=free_port(), dashboard_port=free_port(),
                        dashboard=False, ray_cpus=1, ray_dir=ray_dir, rapl_readable=True,
@@ -235,7 +238,7 @@ def test_cluster_up_status_down_with_real_ray(ssh_hosts, ray_dir: str, ray_clust
                   "log_to_driver=False); alive = [n for n in ray.nodes() if n['Alive']]; "
                   "print(len(alive), sum(n['Resources'].get('CPU', 0) for n in alive))")
         seen = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True,
-                              timeout=120)
+                              timeout=120, env={**os.environ, **cluster.ray_client_env()})
         assert seen.stdout.split()[-2:] == ["2", "2.0"], seen.stderr[-2000:]
         command = (f"ssh -J {getpass.getuser()}@127.0.0.1:{jump.port} -p {node.port} -N "
                    f"-L {spec.dashboard_port}:127.0.0.1:{spec.dashboard_port} "
@@ -283,6 +286,7 @@ def test_a_half_started_cluster_is_torn_down(ssh_hosts, ray_dir: str,
     monkeypatch.setenv("SWEEPER_G5K_STATE", str(root / "state.json"))
     spec = ClusterSpec(site="nancy", nodes=1, jump_host="127.0.0.1", jump_port=jump.port,
                        frontend="127.0.0.1", ssh_port=node.port, ssh_key=str(key_file),
+                       known_hosts=str(root / "known_hosts"),
                        python_env=str(env_dir), reservation_method="oarsub",
                        user=getpass.getuser(), ray_dir=ray_dir)
     with pytest.raises(G5kError, match=r"Ray head on 127.0.0.1 did not start: port in use"):
@@ -310,6 +314,7 @@ def test_dashboard_forward_through_the_jump_host(ssh_hosts,
     monkeypatch.setenv("SWEEPER_G5K_STATE", str(root / "state.json"))
     spec = ClusterSpec(site="nancy", jump_host="127.0.0.1", jump_port=jump.port,
                        ssh_port=node.port, ssh_key=str(key_file), user=getpass.getuser(),
+                       known_hosts=str(root / "known_hosts"),
                        dashboard_port=web.server_address[1])
     cluster.ClusterState(asdict(spec), 777, nodes=["127.0.0.2"]).save()
     forward = cluster.open_forward(local_port=0)
