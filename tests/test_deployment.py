@@ -209,24 +209,45 @@ def test_a_superlink_port_taken_in_between_is_retried(tmp_path: Path) -> None:
     assert not flower_processes()
 
 
-def test_supernodes_placed_by_ray_run_in_their_actors(ray_cluster, loopback_pair) -> None:
+def test_supernodes_placed_by_ray_run_in_their_actors(ray_cluster) -> None:
     """`deploy_placement: ray`: each SuperNode is started by a Ray actor of its own (here
-    all on the one local node), the SuperLink beside the trial at the node's address; the
-    result is the local deployment's, and the actors and their processes go at the end."""
+    all on the one local node), with TLS and SuperNode authentication although the scenario
+    does not ask for them: the SuperLink on the trial's loopback, its Fleet API at the
+    node's address, the CA and each SuperNode's key handed to its actor and deleted there.
+    The result is the simulation's, and the actors and their processes go at the end."""
     import ray
 
+    links: list[deployment.Link] = []
+
+    def start_link(*args, **kwargs) -> deployment.Link:
+        links.append(start_link_(*args, **kwargs))
+        return links[-1]
+
+    start_link_ = deployment.start_link
     before = flower_processes()
-    placed = run_trial(tiny_config("deployment", deploy_placement="ray"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(deployment, "start_link", start_link)
+        placed = run_trial(tiny_config("deployment", deploy_placement="ray", num_clients=2,
+                                       rounds=1))
     assert placed.status == "ok", placed.reason
-    local = loopback_pair[0]
-    for mine, theirs in zip(placed.rounds, local.rounds, strict=True):
+    simulated = run_trial(tiny_config("simulation", num_clients=2, rounds=1))
+    assert [r.round for r in placed.rounds] == [r.round for r in simulated.rounds] == [1]
+    for mine, theirs in zip(placed.rounds, simulated.rounds, strict=True):
         assert abs(mine.accuracy - theirs.accuracy) <= 0.02
-        assert abs(mine.bytes_up - theirs.bytes_up) <= 64 * 3
+        assert abs(mine.bytes_up - theirs.bytes_up) <= 64 * 2
+        assert abs(mine.bytes_down - theirs.bytes_down) <= 64 * 2
+    node = ray.util.get_node_ip_address()
+    [link] = links
+    assert link.auth and link.creds is not None
+    assert link.creds.node_keys == []  # the SuperNodes' keys were never on the driver's disk
+    assert link.control.startswith(f"{deployment.HOST}:")
+    assert link.fleet.startswith(f"{node}:")
     supernodes = placed.info["supernodes"]
-    assert len(supernodes) == 3
-    assert {s["node"] for s in supernodes} == {ray.util.get_node_ip_address()}
+    assert len(supernodes) == 2
+    assert {s["node"] for s in supernodes} == {node}
     assert os.getpid() not in {s["actor_pid"] for s in supernodes}  # not the trial's process
-    assert len({s["actor_pid"] for s in supernodes}) == 3
+    assert len({s["actor_pid"] for s in supernodes}) == 2
+    assert not [s["credentials"] for s in supernodes if Path(s["credentials"]).exists()]
     assert flower_processes() <= before
     deadline = time.monotonic() + 15  # ray.kill returns before the worker is gone
     actors = {s["actor_pid"] for s in supernodes}

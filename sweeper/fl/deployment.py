@@ -22,7 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import ray
-from flwr.common.constant import Status, SubStatus
+from flwr.common.constant import (
+    FLWR_INTERNAL_GRPC_CONTROL_API,
+    FLWR_INTERNAL_GRPC_FLEET_API,
+    Status,
+    SubStatus,
+)
 from flwr.common.serde import fab_to_proto, user_config_to_proto
 from flwr.proto.control_pb2 import (  # pylint: disable=E0611
     ListRunsRequest,
@@ -45,6 +50,7 @@ from sweeper.fl.deploy_apps import (
     WIRE_INTERFACES,
     read_stats,
 )
+from sweeper.fl.gateway import gateway_argv
 from sweeper.fl.netns import Network, unavailable
 from sweeper.fl.processes import Processes, free_port, wait_listening
 from sweeper.fl.ray_nodes import RaySuperNodes
@@ -84,12 +90,23 @@ watcher-dir = ""
 
 
 @dataclass
+class Link:
+    """A running SuperLink: its Control and Runtime APIs on the trial's loopback only
+    (submitting an app is running code), the Fleet API where the SuperNodes reach it."""
+
+    control: str  # host:port of the SuperLink (all its APIs), 127.0.0.1
+    fleet: str  # host:port the SuperNodes connect to: the same, or the Fleet gateway's
+    creds: Credentials | None  # with TLS
+    auth: bool  # SuperNode authentication: only the keys in `creds` may join
+
+
+@dataclass
 class Federation:
     """The running processes of one trial's deployment and where to reach them."""
 
     procs: Processes
     home: Path
-    superlink: str  # host:port of the SuperLink (Fleet, Control and Runtime APIs)
+    superlink: str  # host:port of the SuperLink's Control and Runtime APIs (127.0.0.1)
     network: Network | None  # the clients' namespaces and links, if any
     ca: Path | None = None  # the CA that signed the SuperLink's certificate, with TLS
     remote: RaySuperNodes | None = None  # SuperNodes placed by Ray, if so
@@ -147,6 +164,8 @@ def _env(home: Path) -> dict[str, str]:
     env["HOME"] = str(home)
     env["PYTHONUNBUFFERED"] = "1"
     env[OWNER_ENV] = str(os.getpid())  # inherited by every process below: whose they are
+    for legacy in (FLWR_INTERNAL_GRPC_CONTROL_API, FLWR_INTERNAL_GRPC_FLEET_API):
+        env.pop(legacy, None)  # Flower's gRPC APIs would bind 0.0.0.0
     return env
 
 
@@ -154,6 +173,49 @@ def _bin(name: str) -> str:
     """A Flower console script of this interpreter's environment."""
     path = Path(sys.executable).parent / name
     return str(path) if path.exists() else name
+
+
+def _listening(procs: Processes, name: str, host: str, argv_at, env: dict[str, str]
+               ) -> int:
+    """Start `argv_at(port)` as `name-<attempt>` on a free port of `host`; its port."""
+    for attempt in range(3):  # a free port may be taken by another trial before we bind it
+        port = free_port(host)
+        proc = procs.start(f"{name}-{attempt}", argv_at(port), env)
+        if wait_listening(proc, port, START_TIMEOUT_S):
+            return port
+        if proc.poll() is None:
+            raise SweeperError(f"deployment: {name} not listening after "
+                               f"{START_TIMEOUT_S:g} s")
+        why = procs.log_tail(f"{name}-{attempt}")
+        procs.discard(f"{name}-{attempt}")
+    raise SweeperError(f"deployment: {name} did not start: {why}")
+
+
+def start_link(home: Path, procs: Processes, env: dict[str, str], fleet_host: str,
+               tls: bool, auth: bool, nodes: int, keys_on_disk: bool = True) -> Link:
+    """Start the SuperLink on 127.0.0.1 (with a certificate and `nodes` registered
+    SuperNode keys if asked) and, if its SuperNodes reach it at `fleet_host`, a Fleet
+    gateway there; and the SuperExec that runs its ServerApps."""
+    creds = (make_credentials(home / "tls", [fleet_host, HOST], nodes if auth else 0,
+                              keys_on_disk) if tls or auth else None)
+    served = (["--ssl-certfile", str(creds.cert), "--ssl-keyfile", str(creds.key),
+               "--ssl-ca-certfile", str(creds.ca)] if creds else ["--insecure"])
+    port = _listening(procs, "superlink", HOST, lambda p: [
+        _bin("flower-superlink"), *served, *(["--enable-supernode-auth"] if auth else []),
+        "--host", HOST, "--port", str(p), "--isolation", "process",
+        "--disable-runtime-dependency-installation"], env)
+    control = f"{HOST}:{port}"
+    fleet = control
+    if fleet_host != HOST:
+        gateway = _listening(procs, "fleet-gateway", fleet_host, lambda p: gateway_argv(
+            sys.executable, fleet_host, p, control, creds), env)
+        fleet = f"{fleet_host}:{gateway}"
+    to_link = ["--root-certificates", str(creds.ca)] if creds else ["--insecure"]
+    procs.start("superexec-link", [_bin("flower-superexec"), *to_link,
+                                   "--runtime-api-address", control], env)
+    if creds is not None and auth:
+        _register_nodes(control, creds)
+    return Link(control, fleet, creds, auth)
 
 
 def start(config: TrialConfig, home: Path, procs: Processes,
@@ -164,46 +226,27 @@ def start(config: TrialConfig, home: Path, procs: Processes,
     scenario = config.scenario
     env = _env(home)
     on_ray = scenario.deploy_placement == "ray"
-    if on_ray and (network is not None or scenario.deploy_tls or scenario.deploy_node_auth):
-        raise SweeperError("deploy_placement: ray runs insecure on the cluster's own "
-                           "network: not with deploy_network netns, TLS or node auth")
-    # SuperNodes on other nodes reach the SuperLink at this node's address, not loopback.
-    host = (network.server_address if network
-            else ray.util.get_node_ip_address() if on_ray else HOST)
-    auth = scenario.deploy_node_auth
-    creds = (make_credentials(home / "tls", host, scenario.num_clients if auth else 0)
-             if scenario.deploy_tls or auth else None)
-    served = (["--ssl-certfile", str(creds.cert), "--ssl-keyfile", str(creds.key),
-               "--ssl-ca-certfile", str(creds.ca)] if creds else ["--insecure"])
-    to_link = ["--root-certificates", str(creds.ca)] if creds else ["--insecure"]
-    for attempt in range(3):  # a free port may be taken by another trial before we bind it
-        port = free_port(host)
-        superlink = procs.start(f"superlink-{attempt}", [
-            _bin("flower-superlink"), *served, *(["--enable-supernode-auth"] if auth else []),
-            "--host", host, "--port", str(port), "--isolation", "process",
-            "--disable-runtime-dependency-installation"], env)
-        if wait_listening(superlink, port, START_TIMEOUT_S):
-            break
-        if superlink.poll() is None:
-            raise SweeperError(f"deployment: flower-superlink not listening after "
-                               f"{START_TIMEOUT_S:g} s")
-        why = procs.log_tail(f"superlink-{attempt}")
-        procs.discard(f"superlink-{attempt}")
-    else:
-        raise SweeperError(f"deployment: flower-superlink did not start: {why}")
-    link = f"{host}:{port}"
-    procs.start("superexec-link", [_bin("flower-superexec"), *to_link,
-                                   "--runtime-api-address", link], env)
-    if creds is not None and auth:
-        _register_nodes(link, creds)
+    if on_ray and network is not None:
+        raise SweeperError("deploy_placement: ray runs on the cluster's own network: not "
+                           "with deploy_network netns")
+    # SuperNodes on other nodes reach the Fleet API at this node's address, not loopback;
+    # over a network others share, with TLS and only the trial's SuperNodes admitted.
+    fleet_host = (network.server_address if network
+                  else ray.util.get_node_ip_address() if on_ray else HOST)
+    auth = scenario.deploy_node_auth or on_ray
+    link = start_link(home, procs, env, fleet_host, scenario.deploy_tls or auth, auth,
+                      scenario.num_clients, keys_on_disk=not on_ray)
+    creds, fleet = link.creds, link.fleet  # (`commands` goes to the actors: no keys in it)
 
-    def commands(partition: int, node_port: int) -> list[tuple[str, list[str]]]:
+    def commands(partition: int, node_port: int, ca: Path | None, key: Path | None
+                 ) -> list[tuple[str, list[str]]]:
         # The SuperNode's own Runtime API (for its ClientApps) stays on its loopback.
         prefix = network.exec_prefix(partition) if network else []
-        key = (["--auth-supernode-private-key", str(creds.node_keys[partition])]
-               if creds is not None and auth else [])
         return [(f"supernode-{partition}", [
-            *prefix, _bin("flower-supernode"), *to_link, *key, "--superlink", link,
+            *prefix, _bin("flower-supernode"),
+            *(["--root-certificates", str(ca)] if ca else ["--insecure"]),
+            *(["--auth-supernode-private-key", str(key)] if key else []),
+            "--superlink", fleet,
             "--node-config", f"partition-id={partition} num-partitions={scenario.num_clients}",
             "--isolation", "process", "--host", HOST, "--port", str(node_port)]),
             (f"superexec-{partition}", [
@@ -211,25 +254,28 @@ def start(config: TrialConfig, home: Path, procs: Processes,
                 "--runtime-api-address", f"{HOST}:{node_port}"])]
 
     if on_ray:
-        remote = RaySuperNodes(scenario.num_clients, commands, env)
+        remote = RaySuperNodes(scenario.num_clients, commands, env, creds.ca.read_bytes(),
+                               creds.node_private_keys)
         if stack is not None:
             stack.callback(remote.close)
-        return Federation(procs, home, link, network, None, remote)
+        return Federation(procs, home, link.control, network, creds.ca, remote)
     for partition in range(scenario.num_clients):
-        for name, argv in commands(partition, free_port(HOST)):
+        key = creds.node_keys[partition] if creds is not None and auth else None
+        for name, argv in commands(partition, free_port(HOST), creds.ca if creds else None,
+                                   key):
             procs.start(name, argv, env)
-    return Federation(procs, home, link, network, creds.ca if creds else None)
+    return Federation(procs, home, link.control, network, creds.ca if creds else None)
 
 
-def _register_nodes(link: str, creds: Credentials) -> None:
+def _register_nodes(control: str, creds: Credentials) -> None:
     """With SuperNode authentication only registered public keys may join (what
     `flwr supernode register` does)."""
-    control = _control(link, creds.ca)
+    client = _control(control, creds.ca)
     try:
         for public_key in creds.node_public_keys:
-            control.RegisterNode(RegisterNodeRequest(public_key=public_key))
+            client.RegisterNode(RegisterNodeRequest(public_key=public_key))
     finally:
-        control.close()
+        client.close()
 
 
 def _fab() -> Fab:
