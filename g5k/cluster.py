@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from g5k import G5kError, nodesetup, raycluster
+from g5k import G5kError, nodeenv, nodesetup, raycluster
 from g5k.api import FAILED_STATES, Api, JobWaitTimeout, job_summary
-from g5k.config import ClusterSpec, job_problem
-from g5k.credentials import load_credentials
+from g5k.config import ClusterSpec, job_problem, shell_path
+from g5k.credentials import Credentials, load_credentials
 from g5k.forward import Forward
 from g5k.ssh import KeyFile, Remote
 from g5k.trial_energy import KwollectNodeEnergy
@@ -39,6 +39,7 @@ class ClusterState:
     nodes: list[str] = field(default_factory=list)
     ray_started: list[str] = field(default_factory=list)
     submitted_here: bool = True
+    env: dict = field(default_factory=dict)  # python_env's versions: Python, ray, torch, flwr
 
     @property
     def head(self) -> str:
@@ -79,10 +80,12 @@ def ray_client_env() -> dict[str, str]:
 class Session:
     """How to talk to Grid'5000 for one spec: the API, the frontend and the nodes."""
 
-    def __init__(self, spec: ClusterSpec, dry_run: bool = False, say: Say | None = None):
+    def __init__(self, spec: ClusterSpec, dry_run: bool = False, say: Say | None = None,
+                 credentials: Credentials | None = None):
+        """`credentials`: default, those `load_credentials` finds."""
         self.spec, self.dry_run = spec, dry_run
         self.say = say or print
-        credentials = load_credentials()
+        credentials = credentials or load_credentials()
         self.user = spec.user or (credentials and credentials.username) or os.environ.get(
             "USER", "root")
         self.poll_s = 5.0  # between two looks at a waiting job
@@ -179,12 +182,7 @@ class Session:
         else:
             self.frontend().run(f"oardel {job_id}")
 
-    # The Python environment and Ray
-    def ensure_env(self) -> None:
-        env = self.spec.python_env
-        self.frontend().run(f"test -x {env}/bin/ray || (python3 -m venv {env} && "
-                            f"{env}/bin/pip install -q -e ~/sweeper)")
-
+    # Ray
     @property
     def ray_token(self) -> str:
         """The token file on the frontend and nodes, as a word their shell expands."""
@@ -198,8 +196,8 @@ class Session:
         raycluster.copy_token(self.frontend(), token, token.name)
 
     def ray_command(self, *args: str) -> str:
-        return (f"{raycluster.token_env(self.ray_token)} {self.spec.python_env}/bin/ray "
-                + " ".join(args))
+        return (f"{raycluster.token_env(self.ray_token)} {shell_path(self.spec.python_env)}"
+                "/bin/ray " + " ".join(args))
 
     def ray_node(self, state: ClusterState, index: int) -> raycluster.RayNode:
         return raycluster.ray_node(self.spec, state.job_id, index, state.nodes[index])
@@ -220,6 +218,8 @@ def up(spec: ClusterSpec, dry_run: bool = False, say: Say | None = None,
 
 def _up(session: Session, timeout_s: float) -> ClusterState:
     spec, dry_run = session.spec, session.dry_run
+    if not dry_run:  # a key that cannot log in, or a changed host key: before reserving
+        session.frontend().run("true")
     job_id, submitted = session.reserve()
     submitted = submitted or _kept_earlier(job_id)
     state = ClusterState(asdict(spec), job_id, submitted_here=submitted)
@@ -227,7 +227,9 @@ def _up(session: Session, timeout_s: float) -> ClusterState:
         state.nodes = session.wait_nodes(job_id, timeout_s)
         if not state.nodes:
             raise G5kError(f"OAR job {job_id} runs but lists no node")
-        session.ensure_env()
+        nodeenv.ensure(spec, session.remote(state.head))  # NFS home: one env for all
+        # the driver against the env (`cluster check` tells before anything is reserved)
+        state.env = nodeenv.verify(spec, session.remote(state.head))
         for host in state.nodes:
             nodesetup.apply(spec, session.remote(host))
         session.install_ray_token()
@@ -249,6 +251,8 @@ def _up(session: Session, timeout_s: float) -> ClusterState:
     if not dry_run:
         state.save()
     prefix = "[dry-run] nothing was run; " if dry_run else ""
+    if state.env:
+        session.say(f"{spec.python_env}: {nodeenv.describe(state.env)}, as here")
     session.say(f"{prefix}Ray is up on {len(state.nodes)} node(s), head {state.head} "
                 f"(address {state.ray_address()}). Dashboard: `sweeper cluster forward`, or "
                 f"{dashboard_ssh_command(spec, session.user, state.head)}  then open "

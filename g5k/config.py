@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ JOB_TYPES = ("besteffort", "night", "day", "exotic", "allow_classic_ssh")
 # other). admin is OAR's queue for administrators only.
 QUEUES = ("default", "production", "abaca", "besteffort", "testing")
 DEPLOY_REFUSED = "nothing runs kadeploy here; sudo-g5k is unavailable in deploy jobs"
+# Paths pasted into remote shell commands: safe characters only (and quoted where used).
+SAFE_PATH = re.compile(r"(~/)?[A-Za-z0-9._+@/-]+")
+SHELL_PATHS = ("python_env", "project_dir")
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,9 @@ class ClusterSpec:
     project: str | None = None  # OAR project the job is accounted to (default: UMS's)
     reservation: str | None = None  # "YYYY-MM-DD HH:MM:SS": advance reservation
     job_id: int | None = None  # reuse a running job instead of submitting one
-    python_env: str = "~/sweeper-venv"  # virtualenv in the NFS home, created once
+    python_env: str = "~/sweeper-venv"  # virtualenv in the NFS home, built once on a node
+    env_python: str = "3.11"  # the Python `up` builds python_env with (uv installs it)
+    project_dir: str = "~/sweeper"  # this project in the NFS home, installed in python_env
     jump_host: str | None = "access.grid5000.fr"  # None: direct (on a frontend)
     jump_port: int = 22
     frontend: str | None = None  # default: the site's frontend, "<site>"
@@ -101,6 +107,15 @@ def job_problem(spec: ClusterSpec) -> str | None:
     return None
 
 
+def shell_path(path: str) -> str:
+    """`path` as one word for a remote shell: quoted, a leading `~/` left to the shell to
+    expand (POSIX: the tilde prefix ends at the first unquoted slash)."""
+    if path.startswith("~/"):
+        rest = path[2:]
+        return "~/" + (shlex.quote(rest) if rest else "")
+    return shlex.quote(path)
+
+
 def load_cluster(path: str | Path) -> ClusterSpec:
     """Read and validate a cluster file; one-line errors naming the file and the key."""
     path = Path(path)
@@ -130,6 +145,13 @@ def load_cluster(path: str | Path) -> ClusterSpec:
         raise G5kError(f"{path}: cpu_governor: {spec.cpu_governor!r} is not one of {GOVERNORS}")
     if spec.reservation_method not in ("api", "oarsub"):
         raise G5kError(f"{path}: reservation_method: must be api or oarsub")
+    for key in SHELL_PATHS:
+        if not SAFE_PATH.fullmatch(getattr(spec, key)) or ".." in getattr(spec, key):
+            raise G5kError(f"{path}: {key}: {getattr(spec, key)!r} must be a path of letters, "
+                           "digits and . _ + @ / - (~/ allowed at the start), without ..")
+    if not re.fullmatch(r"3\.\d+(\.\d+)?", spec.env_python):
+        raise G5kError(f"{path}: env_python: {spec.env_python!r} is not a Python version "
+                       "such as 3.11")
     _check_ssh_files(path, spec)
     return spec
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from g5k import G5kError
-from g5k.config import ClusterSpec
+from g5k.config import ClusterSpec, shell_path
 from g5k.ssh import Remote
 
 STARTED = "Ray runtime started"
@@ -146,8 +146,9 @@ def start_command(spec: ClusterSpec, node: RayNode, head_address: str, token: st
                   timeout_s: int = 120) -> str:
     """Launch `ray start --block` detached with the token file `token` (a shell word), then
     wait until it says it started or dies. A token file others may read is refused."""
-    # the environment's path is left unquoted: `~/sweeper-venv` must expand on the node
-    ray = f"{spec.python_env}/bin/ray " + shlex.join(start_arguments(spec, node, head_address))
+    # quoted, but a leading ~/ left to the node's shell: `~/sweeper-venv` expands there
+    ray = (f"{shell_path(spec.python_env)}/bin/ray "
+           + shlex.join(start_arguments(spec, node, head_address)))
     d, log, pid = (shlex.quote(x) for x in (node.directory, node.log, node.pidfile))
     env = token_env('"$t"')
     return (f"t={token}; m=$(stat -c %a \"$t\") || exit 1; case $m in ?00) ;; *) "
@@ -180,7 +181,8 @@ def count_nodes_command(spec: ClusterSpec, address: str, expected: int, token: s
               "alive = lambda: sum(n['Alive'] for n in ray.nodes()); "
               f"print(next(a for a in iter(alive, None) if a >= {expected} "
               "or time.time() > end or time.sleep(1)))")
-    return f"{token_env(token)} {spec.python_env}/bin/python -c {shlex.quote(script)}"
+    return (f"{token_env(token)} {shell_path(spec.python_env)}/bin/python -c "
+            f"{shlex.quote(script)}")
 
 
 def start(spec: ClusterSpec, remote: Remote, node: RayNode, head_address: str,

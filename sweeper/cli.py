@@ -66,9 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     baseline.add_argument("--store", type=Path, default=DEFAULT_STORE)
     baseline.set_defaults(func=_baseline)
     cluster = sub.add_parser("cluster", help="Grid'5000: reserve nodes and run Ray on them")
-    cluster.add_argument("action", choices=("up", "status", "forward", "down"),
-                         help="forward: serve the head's Ray dashboard on a local port")
-    cluster.add_argument("--g5k", type=Path, help="the cluster file (for up)")
+    cluster.add_argument("action", choices=("check", "up", "status", "forward", "down"),
+                         help="check: try credentials, API, SSH, the nodes' env, wattmeters "
+                         "and job types, reserving nothing; forward: serve the head's Ray "
+                         "dashboard on a local port")
+    cluster.add_argument("--g5k", type=Path, help="the cluster file (for check and up)")
     cluster.add_argument("--dry-run", action="store_true",
                          help="print every API call and SSH command; run nothing")
     cluster.add_argument("--local-port", type=int,
@@ -192,9 +194,13 @@ def _cluster(args: argparse.Namespace) -> int:
     from g5k import cluster
     from g5k.config import load_cluster
 
+    if args.action in ("check", "up") and args.g5k is None:
+        raise SweeperError(f"cluster {args.action}: --g5k FILE is required")
+    if args.action == "check":
+        from g5k import check
+
+        return 0 if check.run(load_cluster(args.g5k), say=print) else 2
     if args.action == "up":
-        if args.g5k is None:
-            raise SweeperError("cluster up: --g5k FILE is required")
         cluster.up(load_cluster(args.g5k), dry_run=args.dry_run, say=print)
     elif args.action == "status":
         print(cluster.status(say=print))

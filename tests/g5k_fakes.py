@@ -213,6 +213,8 @@ class FakeG5kApi:
                 if not self._authorized():
                     return self._reply(401, {"message": "Unauthorized"})
                 parts = url.path.strip("/").split("/")  # stable/sites/<site>/...
+                if len(parts) == 3 and method == "GET":
+                    return self._reply(200, {"uid": parts[2], "type": "site"})
                 if parts[3:] == ["jobs"] and method == "POST":
                     return self._submit(parts[2], body or {})
                 if parts[3] == "jobs" and len(parts) == 5:

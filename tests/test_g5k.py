@@ -266,9 +266,11 @@ def test_dry_run_shows_every_command_and_runs_none(tmp_path: Path,
     assert out[0].startswith("[dry-run] POST http://127.0.0.1:9/unreachable/sites/nancy/jobs")
     for node in ("<node-1>", "<node-2>"):
         on_node = [line for line in out if f"@{node}:22: " in line]
-        assert "sudo-g5k chmod a+r /sys/class/powercap/intel-rapl:*/energy_uj" in on_node[0]
-        assert "echo powersave | sudo-g5k tee /sys/devices/system/cpu/" in on_node[1]
-        assert "~/sweeper-venv/bin/ray start " in on_node[2]  # ~ left to the node's shell
+        steps = ["sudo-g5k chmod a+r /sys/class/powercap/intel-rapl:*/energy_uj",
+                 "echo powersave | sudo-g5k tee /sys/devices/system/cpu/",
+                 "~/sweeper-venv/bin/ray start "]  # ~ left to the node's shell
+        at = [next(i for i, line in enumerate(on_node) if step in line) for step in steps]
+        assert at == sorted(at), on_node  # settings first, then Ray
     assert "--head" in next(line for line in out if "ray start" in line)
     assert not (tmp_path / "state.json").exists()
     path.write_text(yaml.safe_dump({"site": "nancy", "cpu_governor": "turbo"}))
@@ -283,6 +285,7 @@ def test_a_half_started_cluster_is_torn_down(ssh_hosts, ray_dir: str,
     (env_dir / "bin").mkdir(parents=True)
     (env_dir / "bin" / "ray").write_text("#!/bin/sh\necho 'port in use' >&2\nexit 1\n")
     (env_dir / "bin" / "ray").chmod(0o755)
+    (env_dir / "bin" / "python").symlink_to(sys.executable)  # the driver's own versions
     monkeypatch.setenv("SWEEPER_G5K_STATE", str(root / "state.json"))
     spec = ClusterSpec(site="nancy", nodes=1, jump_host="127.0.0.1", jump_port=jump.port,
                        frontend="127.0.0.1", ssh_port=node.port, ssh_key=str(key_file),
@@ -396,3 +399,20 @@ def test_sweep_records_node_joules_of_each_trial(tmp_path: Path, ray_cluster: st
         run_sweep(space, tmp_path / "store2", ray_address=ray_cluster)
     assert run.data.tags["sweeper.meter_kind.node_energy_j"] == "measured"
     assert run.data.metrics["final.node_energy_j"] == pytest.approx(result.node_energy_j)
+
+
+def test_a_key_that_cannot_log_in_reserves_nothing(ssh_hosts, ray_dir: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    _, jump, node, root = ssh_hosts
+    monkeypatch.setenv("SWEEPER_G5K_STATE", str(root / "state.json"))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    spec = ClusterSpec(site="nancy", nodes=1, jump_host="127.0.0.1", jump_port=jump.port,
+                       frontend="127.0.0.1", ssh_port=node.port,
+                       ssh_key=str(root / "no-such-key"), known_hosts=str(root / "known_hosts"),
+                       python_env=str(root / "venv"), reservation_method="oarsub",
+                       user=getpass.getuser(), ray_dir=ray_dir)
+    with pytest.raises(G5kError, match=r"^ssh_key: .*no-such-key"):
+        cluster.up(spec, say=lambda _line: None, timeout_s=60)
+    oar_log = root / "oar.log"
+    assert not oar_log.exists() or "oarsub" not in oar_log.read_text()
+    assert not (root / "state.json").exists()
