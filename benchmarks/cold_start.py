@@ -22,11 +22,13 @@ from _markdown import machine, publish
 
 ARM = """
 import json, sys
+import sweeper.fl.client_app
 import sweeper.trial
 from sweeper.space import load_space
 from sweeper.trial import prepare, run_trial
-if sys.argv[2] == "off":
+if sys.argv[2] == "off":  # the trial's warm-up and the ClientApp's own
     sweeper.trial.warm_up = lambda config: None
+    sweeper.fl.client_app.warm_client = lambda config, partition_id: None
 space = load_space("search_spaces/quick.yaml")
 prepare(space.scenario, space.seed)
 config = space.trial_config(space.with_overrides({"precision": "bf16", "update_codec": "none",
