@@ -109,6 +109,9 @@ class Session:
             remote.close()
         self._remotes.clear()
 
+    def check_key(self) -> None:
+        self._key.check_usable()
+
     def frontend(self) -> Remote:
         return self.remote(self.spec.frontend_host)
 
@@ -218,8 +221,8 @@ def up(spec: ClusterSpec, dry_run: bool = False, say: Say | None = None,
 
 def _up(session: Session, timeout_s: float) -> ClusterState:
     spec, dry_run = session.spec, session.dry_run
-    if not dry_run:  # a key that cannot log in, or a changed host key: before reserving
-        session.frontend().run("true")
+    if not dry_run:  # no key to log in with: say so before reserving
+        session.check_key()
     job_id, submitted = session.reserve()
     submitted = submitted or _kept_earlier(job_id)
     state = ClusterState(asdict(spec), job_id, submitted_here=submitted)

@@ -42,6 +42,18 @@ class KeyFile:
             return None
         return fields[1] if len(fields) > 1 else None
 
+    def check_usable(self) -> None:
+        """Before anything is reserved: a key to log in with is at hand, one the agent
+        holds or this file unlocked (one line if not); whether a host accepts it is only
+        known by connecting."""
+        agent = paramiko.Agent()
+        try:
+            if agent.get_keys():
+                return
+        finally:
+            agent.close()
+        self.load()
+
     def load(self) -> paramiko.PKey:
         if self._key is None:
             self._key = self._decrypt()

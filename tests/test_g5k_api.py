@@ -8,6 +8,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import paramiko
 import pytest
 import yaml
 from g5k_fakes import JOB_STATES as STAND_IN_STATES
@@ -284,8 +285,10 @@ def test_a_wait_timeout_keeps_the_job_for_status_and_down(
     server = servers(states=["waiting"])
     credentials_file(home, username=USER, password=PASSWORD)
     start = (datetime.now(UTC) + timedelta(hours=5)).replace(microsecond=0, tzinfo=None)
+    key = tmp_path / "id_rsa"
+    paramiko.RSAKey.generate(2048).write_private_key_file(str(key))  # a key to log in with
     spec = ClusterSpec(site="nancy", jump_host=None, api_url=server.url,
-                       reservation=str(start))
+                       reservation=str(start), ssh_key=str(key))
     with pytest.raises(G5kError) as stopped:
         cluster.up(spec, say=lambda _: None, timeout_s=0.2, poll_s=0.05)
     message = str(stopped.value)
