@@ -20,7 +20,7 @@ from sweeper.energy import RoundUsage
 from sweeper.energy.ledger import EnergyLedger, PayloadBytesMeter
 from sweeper.energy.windows import client_window
 from sweeper.fl.task import test_data
-from sweeper.fl.warmup import WARMUP_BATCHES
+from sweeper.fl.warmup import warmup_examples
 from sweeper.kws.dataset import client_partitions
 from sweeper.kws.task import flops_per_example_of, model_info, new_model, trial_data
 from sweeper.kws.train import evaluate, train
@@ -130,7 +130,6 @@ def _warm_up(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, x_test: t
     """The epoch's compute once, uncounted, so the first epoch does not pay the process's
     cold start (see `fl/warmup.py`): a copy of the model trains on a few batches, sized so
     the last batch has the shape of an epoch's last batch, then one test evaluation."""
-    batch = settings["batch_size"]
-    n = min(len(y), WARMUP_BATCHES * batch + len(y) % batch)
+    n = warmup_examples(len(y), settings["batch_size"])
     train(copy.deepcopy(model), x[:n], y[:n], epochs=1, seed=0, **settings)
     evaluate(model, x_test, y_test)

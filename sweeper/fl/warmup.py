@@ -35,6 +35,12 @@ from sweeper.kws.train import evaluate, train
 WARMUP_BATCHES = 3
 
 
+def warmup_examples(count: int, batch_size: int) -> int:
+    """How many of `count` examples a warm-up trains on: a few full batches, then one of
+    the size an epoch's last batch has, so every batch shape the real work meets is seen."""
+    return min(count, WARMUP_BATCHES * batch_size + count % batch_size)
+
+
 def warm_up(config: TrialConfig) -> None:
     """Warm every client of a simulated trial and the server's evaluation, uncounted."""
     key = _seedless(config)
@@ -64,7 +70,7 @@ def _warm_client(config_json: str, partition_id: int) -> None:
     model = reusable_model(config)  # every real call loads the global model into it first
     start = {key: value.detach().numpy().copy() for key, value in model.state_dict().items()}
     batch = int(lev["batch_size"])
-    n = min(len(y), WARMUP_BATCHES * batch + len(y) % batch)  # the last batch's shape too
+    n = warmup_examples(len(y), batch)
     if float(lev["data_fraction"]) < 1.0:
         select(model, x[:n], y[:n], float(lev["data_fraction"]), str(lev["summary"]), 0)
     train(model, x[:n], y[:n], epochs=1, batch_size=batch, lr=float(lev["lr"]),
