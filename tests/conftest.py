@@ -93,3 +93,21 @@ def kill_driver_when(cmd: list[str], store: Path, sweep: str, ready, log: Path,
             driver.send_signal(signal.SIGKILL)
             driver.wait()
     return optuna.load_study(study_name=sweep, storage=storage_url(store))
+
+
+def assert_stores_agree(store: Path, sweep: str, repeats: int = 1) -> optuna.Study:
+    """The invariants every fault must keep: each finished Optuna trial has its MLflow child
+    run(s) and no child run is an orphan; no configuration ran twice (unless repeated)."""
+    from sweeper.study import is_finished
+    from sweeper.tracking import Tracker
+
+    study = optuna.load_study(study_name=sweep, storage=storage_url(store))
+    tracker = Tracker(store)
+    logged = tracker.logged_repeats(tracker.sweep_run(sweep, create=False))
+    finished = {t.number for t in study.trials if is_finished(t)}
+    assert {number for number, _ in logged} == finished, (sorted(logged), sorted(finished))
+    for number in finished:
+        assert {r for n, r in logged if n == number} == set(range(repeats)), number
+    params = [tuple(sorted(t.params.items())) for t in study.trials if is_finished(t)]
+    assert len(params) == len(set(params)), f"a configuration ran twice: {params}"
+    return study
