@@ -7,13 +7,16 @@ import json
 import os
 import sys
 import threading
+from contextlib import suppress
 from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from sweeper.errors import SweeperError
+from sweeper.errors import StoreError, SweeperError
+from sweeper.interrupts import Interrupts, StopNow
+from sweeper.store_errors import store_error, watch_stores
 
 DEFAULT_STORE = Path("mlruns")
 
@@ -23,10 +26,23 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = _parser()
     args = parser.parse_args(argv)
+    args.argv = ["sweeper", *(sys.argv[1:] if argv is None else argv)]  # for the record
+    watch_stores()
     try:
         return args.func(args)
     except (SweeperError, G5kError) as exc:
         print(f"sweeper: error: {exc}", file=sys.stderr)
+        return 2
+    except StopNow as stop:  # SIGTERM, or Ctrl-C twice: the line was said (interrupts.py)
+        return 128 + stop.signum
+    except KeyboardInterrupt:  # before a sweep's own handling, or in another command
+        print("sweeper: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a corrupt, locked, read-only or full store: one line
+        error = store_error(exc, getattr(args, "store", None))
+        if error is None:
+            raise
+        print(f"sweeper: error: {error}", file=sys.stderr)
         return 2
 
 
@@ -50,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="re-run the trial logged in this MLflow run and compare")
     trial.add_argument("--set", action="append", default=[], metavar="LEVERAGE=VALUE")
     trial.add_argument("--json", action="store_true", help="print the TrialResult as JSON")
+    trial.add_argument("--force", action="store_true",
+                       help="run --set values outside the space (tagged outside the space)")
     trial.add_argument("--store", type=Path, default=DEFAULT_STORE)
     trial.set_defaults(func=_trial)
     report = sub.add_parser("report", help="fronts, hypervolume and importances of a sweep")
@@ -81,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _pareto(args: argparse.Namespace) -> int:
     from sweeper.names import checked_name
-    from sweeper.orchestrate import SweepProgress, run_sweep
+    from sweeper.orchestrate import SweepProgress, new_sweep_name, run_sweep
     from sweeper.space import load_space
     from sweeper.tracking import Tracker
 
@@ -97,27 +115,58 @@ def _pareto(args: argparse.Namespace) -> int:
         os.environ.update(ray_client_env())  # the cluster's token, by its file's path
         if space.scenario.isolation == "node":  # one trial per node: its joules are its own
             node_energy = node_energy_source(state)
+    if args.resume and (args.store / "mlflow.db").exists():
+        from sweeper.environment import sweep_environment
+
+        tracker = Tracker(args.store)
+        _say_changes(tracker.environment_changes(tracker.sweep_run(args.resume, create=False),
+                                                 sweep_environment()), f"sweep {args.resume}")
     console = Console(stderr=True)
-    with Live(console=console, refresh_per_second=4, transient=False) as live:
+    sweep = args.resume or args.name or new_sweep_name(space)
+    resume = f"resume: sweeper pareto --space {args.space} --resume {sweep} --store {args.store}"
+    with Interrupts(resume) as stop, Live(console=console, refresh_per_second=4,
+                                          transient=False) as live:
 
         def show(progress: SweepProgress) -> None:
             live.update(_progress_view(progress, space))
 
-        outcome = run_sweep(space, args.store, sweep=args.resume or args.name,
+        outcome = run_sweep(space, args.store, sweep=sweep,
                             resume=bool(args.resume), ray_address=args.ray_address,
                             dashboard=not args.no_dashboard, on_progress=show,
-                            on_prepare=_corpus_progress(live), node_energy=node_energy)
+                            on_prepare=_corpus_progress(live), node_energy=node_energy,
+                            command=args.argv, stop=stop)
+    if outcome.interrupted:  # Ctrl-C once: the running trials finished and are logged
+        return stop.exit_code
     tracker = Tracker(args.store)
-    _show_report(outcome.study, space, tracker, outcome.parent_run_id, outcome.trial_runs)
-    tracker.finish_sweep(outcome.parent_run_id)
+    _final_report(outcome, space, tracker, args.store)
     print(f"sweep: {outcome.sweep}   MLflow: mlflow ui --backend-store-uri {tracker.uri}")
     return 0
 
 
+def _final_report(outcome, space, tracker, store: Path) -> None:
+    """The report of a sweep whose trials are done, then its run FINISHED. A report that
+    fails (e.g. a full disk) leaves the run FAILED, not RUNNING, every trial kept, and
+    says how to write it later."""
+    try:
+        _show_report(outcome.study, space, tracker, outcome.parent_run_id, outcome.trial_runs)
+    except Exception as exc:
+        error = store_error(exc, store)
+        with suppress(Exception):  # the store that failed may refuse this too
+            tracker.report_failed(outcome.parent_run_id, str(error or repr(exc)))
+        if error is None:
+            raise
+        raise StoreError(f"{error}; the trials are all kept: `sweeper report {outcome.sweep} "
+                         f"--store {store}` writes the report once the store can be written"
+                         ) from None
+    tracker.finish_sweep(outcome.parent_run_id)
+
+
 def _show_report(study, space, tracker, parent_run_id: str, trial_runs: dict[int, str]) -> None:
     """The fronts, hypervolume and importances: printed, and artifacts of the sweep's run."""
+    from sweeper import study as studies
     from sweeper.baseline_compare import load_baseline
     from sweeper.config import TrialConfig
+    from sweeper.environment import summary
     from sweeper.report import energy_cv_median, front_rows, front_table, publish
 
     scenario = TrialConfig(space.scenario).to_dict()["scenario"]
@@ -150,6 +199,24 @@ def _show_report(study, space, tracker, parent_run_id: str, trial_runs: dict[int
     for metric, ranking in extras["importances"].items():
         top = ", ".join(f"{k} {v:.2f}" for k, v in list(ranking.items())[:4])
         print(f"importance for {metric}: {top or 'n/a'}")
+    for trial in study.get_trials(deepcopy=False):  # results, but on no front
+        if studies.outcome(trial) == "diverged":
+            print(f"trial {trial.number} diverged: {trial.user_attrs.get('reason', '')}")
+    for line in summary(tracker.recorded_environment(parent_run_id),
+                        tracker.sweep_machines(parent_run_id)):
+        print(line)
+
+
+def _say_changes(changes: list[str] | None, recorded: str) -> None:
+    """Before a re-run: how this environment differs from the one recorded with it."""
+    if changes is None:
+        print(f"environment: none recorded with {recorded}; not compared", file=sys.stderr)
+    elif changes:
+        print(f"environment: differs from {recorded}'s:", file=sys.stderr)
+        for line in changes:
+            print(f"  {line}", file=sys.stderr)
+    else:
+        print(f"environment: as recorded with {recorded}", file=sys.stderr)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -161,6 +228,7 @@ def _report(args: argparse.Namespace) -> int:
     tracker = Tracker(args.store)
     parent = tracker.sweep_run(args.sweep, create=False)
     _show_report(study, space, tracker, parent, tracker.logged_trials(parent))
+    tracker.report_written(parent)
     return 0
 
 
@@ -168,7 +236,7 @@ def _list(args: argparse.Namespace) -> int:
     from sweeper import study as studies
 
     table = Table(title=f"sweeps in {args.store}")
-    for column in ("sweep", "complete", "failed", "pruned", "running", "started"):
+    for column in ("sweep", *studies.OUTCOMES, "retried", "started"):
         table.add_column(column)
     for summary in studies.summaries(args.store):
         table.add_row(*(str(v) for v in summary))
@@ -219,7 +287,8 @@ def _cluster(args: argparse.Namespace) -> int:
 
 def _progress_view(progress, space) -> Table:
     table = Table(title=f"{progress.sweep}: {progress.done}/{progress.budget} done, "
-                        f"{len(progress.running)} running, {progress.failed} failed",
+                        f"{len(progress.running)} running, {progress.failed} failed"
+                        + (f", {progress.retried} retried by Ray" if progress.retried else ""),
                   caption=(f"Ray dashboard: {progress.dashboard_url}   " if
                            progress.dashboard_url else "") + progress.last_event)
     metrics = [o.metric for o in space.objectives]
@@ -236,7 +305,8 @@ def _progress_view(progress, space) -> Table:
 
 
 def _configured(args: argparse.Namespace):
-    """The space and the trial configuration its defaults and `--set` values give."""
+    """The space, the trial configuration its defaults and `--set` values give, and why
+    they lie outside the space (with --force; else such values are refused)."""
     from sweeper.space import load_space
     from sweeper.trial import prepare
 
@@ -247,17 +317,18 @@ def _configured(args: argparse.Namespace):
         if not sep:
             raise SweeperError(f"--set {item}: expected LEVERAGE=VALUE")
         overrides[name.strip()] = value.strip()
-    config = space.trial_config(space.with_overrides(overrides))
+    values = space.with_overrides(overrides, force=getattr(args, "force", False))
+    config = space.trial_config(values)
     with Live(console=Console(stderr=True), transient=True) as live:
         prepare(config.scenario, config.seed, _corpus_progress(live))
-    return space, config
+    return space, config, space.outside(values)
 
 
 def _baseline(args: argparse.Namespace) -> int:
     from sweeper.baseline import run_baseline
     from sweeper.tracking import Tracker
 
-    space, config = _configured(args)
+    space, config, _ = _configured(args)
     result = run_baseline(config, args.epochs)
     tracker = Tracker(args.store)
     run_id = tracker.log_baseline(f"{space.name}-baselines", config, result)
@@ -282,20 +353,29 @@ def _from_run(args: argparse.Namespace) -> int:
     from mlflow.tracking import MlflowClient
 
     from sweeper.config import TrialConfig
-    from sweeper.tracking import tracking_uri
+    from sweeper.environment import machine, set_by_trial, sweep_environment
+    from sweeper.result import strict_json
+    from sweeper.tracking import Tracker, tracking_uri
     from sweeper.trial import prepare, run_trial
 
     uri = tracking_uri(args.store)
     config = TrialConfig.from_mlflow_run(args.from_run, uri)
     old = MlflowClient(uri).get_run(args.from_run).data.metrics
+    here = {k: v for k, v in {**sweep_environment(), **machine()}.items()
+            if k not in set_by_trial(config.leverages)}
+    elsewhere = Tracker(args.store).environment_changes(args.from_run, here)
+    _say_changes(elsewhere, f"run {args.from_run}")
     prepare(config.scenario, config.seed)
     new = run_trial(config)
+    new.info["ran_elsewhere"] = elsewhere or []
     rows = {"accuracy": new.accuracy, "energy_j": new.energy_j, "bytes_total": new.bytes_total,
             "wall_s": new.wall_s}
     logged = {k: old.get(f"final.{k}", float("nan")) for k in rows}
     change = {k: (rows[k] - logged[k]) / logged[k] if logged[k] else float("nan") for k in rows}
     if args.json:
-        print(json.dumps({"old": logged, "new": rows, "relative_change": change}))
+        print(json.dumps(strict_json({"old": logged, "new": rows, "relative_change": change,
+                                      "ran_elsewhere": new.info["ran_elsewhere"],
+                                      "status": new.status, "reason": new.reason})))
         return 0 if new.status == "ok" else 1
     table = Table(title=f"trial of MLflow run {args.from_run}, re-run (seed {config.seed})")
     for column in ("metric", "logged", "re-run", "difference"):
@@ -309,6 +389,7 @@ def _from_run(args: argparse.Namespace) -> int:
 
 
 def _trial(args: argparse.Namespace) -> int:
+    from sweeper.result import OUTSIDE_SPACE, strict_json
     from sweeper.tracking import Tracker
     from sweeper.trial import run_trial
 
@@ -316,14 +397,17 @@ def _trial(args: argparse.Namespace) -> int:
         return _from_run(args)
     if args.space is None:
         raise SweeperError("trial: --space FILE (or --from-run RUN_ID) is required")
-    space, config = _configured(args)
+    space, config, outside = _configured(args)
     result = run_trial(config)
+    if outside:  # --force: not a point of the space
+        result.info[OUTSIDE_SPACE] = outside
     tracker = Tracker(args.store)
     parent = tracker.sweep_run(f"{space.name}-single-trials", create=True)
     run_id = tracker.log_trial(parent, len(tracker.logged_trials(parent)), config, result)
+    tracker.log_environment(run_id, args.argv)
     if args.json:
-        print(json.dumps({"mlflow_run_id": run_id, "config": config.to_dict(),
-                          "result": result.to_dict()}, indent=2))
+        print(json.dumps(strict_json({"mlflow_run_id": run_id, "config": config.to_dict(),
+                                      "result": result.to_dict()}), indent=2))
     else:
         console = Console()
         console.print(f"trial {result.status}{': ' + result.reason if result.reason else ''}")

@@ -15,7 +15,7 @@ import math
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,13 +24,18 @@ import optuna
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from sweeper import attempts
 from sweeper import study as studies
 from sweeper.config import TrialConfig
+from sweeper.environment import sweep_environment
 from sweeper.errors import SweeperError
 from sweeper.fronts import PruneRule
+from sweeper.interrupts import Interrupts, record_stop
 from sweeper.repeats import aggregate, spent_j
+from sweeper.resources import refuse_unsatisfiable, wait_first
 from sweeper.result import MeterInfo, TrialResult, energy_to_accuracy
 from sweeper.space import SearchSpace
+from sweeper.store_lock import store_lock
 from sweeper.tracking import Tracker
 from sweeper.trial import prepare, run_trial
 
@@ -45,6 +50,7 @@ class SweepProgress:
     budget: int
     done: int = 0
     failed: int = 0
+    retried: int = 0  # Ray re-ran a trial's task (its worker or node was lost)
     running: dict[int, dict[str, Any]] = field(default_factory=dict)
     front: list[optuna.trial.FrozenTrial] = field(default_factory=list)
     dashboard_url: str | None = None
@@ -57,6 +63,7 @@ class SweepOutcome:
     parent_run_id: str
     study: optuna.Study
     trial_runs: dict[int, str]  # trial number -> MLflow child run id
+    interrupted: bool = False  # stopped by a signal before its budget was used
 
 
 def new_sweep_name(space: SearchSpace) -> str:
@@ -107,9 +114,12 @@ NodeEnergySource = Callable[[list[str], dt.datetime, dt.datetime], dict[str, Any
 
 
 @ray.remote
-def _remote_trial(config_json: str, prune: PruneRule | None = None) -> dict[str, Any]:
+def _remote_trial(config_json: str, prune: PruneRule | None = None,
+                  memory_mb: int | None = None) -> dict[str, Any]:
     start = dt.datetime.now(dt.UTC)
-    result = run_trial(TrialConfig.from_json(config_json), prune)
+    with attempts.memory_limit(memory_mb):
+        result = run_trial(TrialConfig.from_json(config_json), prune)
+    attempts.annotate(result, memory_mb)
     # where and when it ran, for meters read afterwards over that window (node energy)
     result.info["placement"] = {"nodes": [platform.node()], "start_utc": start.isoformat(),
                                 "end_utc": dt.datetime.now(dt.UTC).isoformat(),
@@ -221,32 +231,44 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
               ray_address: str | None = None, dashboard: bool = True,
               on_progress: Callable[[SweepProgress], None] | None = None,
               on_prepare: Callable[[int, int], None] | None = None,
-              node_energy: NodeEnergySource | None = None) -> SweepOutcome:
+              node_energy: NodeEnergySource | None = None,
+              command: Sequence[str] | None = None,
+              stop: Interrupts | None = None) -> SweepOutcome:
     """Run (or resume) a sweep until `budget.trials` configurations have finished, each run
     `budget.repeats` times. With `node_energy` (only meaningful in `isolation: node` mode,
     one trial per node), each finished repeat gets the whole-node joules of its window
-    before it is stored and logged."""
+    before it is stored and logged. `command`: the command line recorded with the sweep's
+    software (default: `sys.argv`). `stop`: the signals that stop it (see interrupts.py)."""
     if node_energy is None and any(o.metric == "node_energy_j" for o in space.objectives):
         raise SweeperError("objective node_energy_j: no node energy source; run with "
                            "--cluster (Grid'5000, Kwollect) and scenario.isolation: node")
     sweep = sweep or new_sweep_name(space)
+    if resume:  # an unknown sweep is refused before anything is made or started
+        studies.load_existing(sweep, store)
+    started_ray, dashboard_url = start_ray(ray_address, dashboard=dashboard)
+    if stop is not None:
+        stop.install()  # again: connecting to Ray put its own SIGTERM handler in
+    refuse_unsatisfiable(space, shutdown=started_ray)  # Ray would queue it for ever
     prepare(space.scenario, space.seed, on_prepare)  # data once, before any trial
     store = Path(store)
     store.mkdir(parents=True, exist_ok=True)
-    study = studies.open_study(space, sweep, store, create=not resume)
-    tracker = Tracker(store)
-    parent = tracker.sweep_run(sweep, create=not resume)
-    if not resume:
-        tracker.log_sweep_file(parent, space.path)
-        tracker.log_sweep_params(parent, {"space": space.path.name, "sampler": space.sampler,
-                                          "budget.trials": space.trials,
-                                          "budget.repeats": space.repeats,
-                                          "budget.parallel": space.parallel})
+    with store_lock(store):  # a new sweep is whole (or gone) before another process looks
+        study = studies.open_study(space, sweep, store, create=not resume)
+        with studies.discarded_on_failure(sweep, store, created=not resume):
+            tracker = Tracker(store)
+            parent = tracker.sweep_run(sweep, create=not resume)
+            if not resume:
+                tracker.log_sweep_file(parent, space.path)
+                tracker.log_sweep_params(parent, {
+                    "space": space.path.name, "sampler": space.sampler,
+                    "budget.trials": space.trials, "budget.repeats": space.repeats,
+                    "budget.parallel": space.parallel})
+                tracker.log_environment(parent, command)
+    # trials run by a resumed driver record how its environment differs from the sweep's
+    elsewhere = tracker.environment_changes(parent, sweep_environment()) if resume else None
     trial_runs = _relog_missing(study, tracker, parent, space)
-    configs = [Configuration(live, space.sample(live), studies.stored_repeats(frozen))
-               for live, frozen in studies.running_trials(study)]
+    configs: list[Configuration] = []  # in flight: taken over (in `try`, below) or started
 
-    started_ray, dashboard_url = start_ray(ray_address, dashboard=dashboard)
     exclusive = space.scenario.isolation == "node"
     slots = space.parallel or auto_parallel(space.scenario.cpus_per_trial, exclusive)
     nodes = NodeSlots(exclusive, space.scenario.cpus_per_trial)
@@ -255,6 +277,8 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
     notify = on_progress or (lambda _p: None)
     notify(progress)
     pending: dict[ray.ObjectRef, tuple[Configuration, int, TrialConfig]] = {}
+    stop = stop or Interrupts()
+    deadlines = attempts.Deadlines(space.trial_timeout_s)
 
     started = time.monotonic()
 
@@ -285,12 +309,16 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
         finished = sum(studies.is_finished(t) for t in study.get_trials(deepcopy=False))
         if finished + len(configs) >= space.trials:
             return None
-        trial = study.ask()
-        configs.append(Configuration(trial, space.sample(trial)))
+        proposal = studies.ask_new(study, space)
+        if proposal is None:
+            progress.last_event = (f"every one of {studies.ASK_TRIES} proposals had run "
+                                   "already: the space is exhausted")
+            return None
+        configs.append(Configuration(*proposal))
         return configs[-1], 0
 
     def fill_slots() -> None:
-        while len(pending) < slots:
+        while len(pending) < slots and not stop.requested:
             node = nodes.free_node()
             if node is False:
                 progress.last_event = "isolation: node: every node runs a trial"
@@ -302,8 +330,9 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
             trial_config = space.trial_config(config.sampled, repeat)
             ref = _remote_trial.options(
                 num_cpus=space.scenario.cpus_per_trial, max_retries=RAY_SYSTEM_RETRIES,
-                **nodes.options(node),
-            ).remote(trial_config.to_json(), prune_rule(space, study))
+                **nodes.options(node), **attempts.ray_options(space.memory_per_trial_mb),
+            ).remote(trial_config.to_json(), prune_rule(space, study), space.memory_per_trial_mb)
+            deadlines.started(ref)
             nodes.taken(ref, node)
             pending[ref] = (config, repeat, trial_config)
             config.running.add(repeat)
@@ -319,12 +348,18 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
             progress.running.pop(config.trial.number, None)
         return done
 
-    try:
+    def waiting(line: str) -> None:  # trials queued by Ray: other work holds the CPUs
+        progress.last_event = line
+        notify(progress)
+
+    try:  # from the take-over on, a stop marks what is unfinished interrupted (finally)
+        configs.extend(Configuration(live, space.sample(live), studies.stored_repeats(frozen))
+                       for live, frozen in studies.running_trials(study))
         conclude_finished()  # taken over with every repeat done, but never told
         fill_slots()
         notify(progress)
         while pending:
-            ray.wait(list(pending), num_returns=1)
+            wait_first(list(pending), space.scenario.cpus_per_trial, waiting)
             # every repeat finished by now is stored and its slot refilled before any is
             # logged to MLflow: trials ending together do not wait on each other's logging
             ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
@@ -332,7 +367,10 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
             for ref in ready:
                 config, repeat, trial_config = pending.pop(ref)
                 nodes.released(ref)
-                result = with_target(_collect(ref), space)
+                result = with_target(deadlines.outcome(ref, _collect(ref)), space)
+                attempts.record(config.trial, result)
+                if elsewhere:
+                    result.info["ran_elsewhere"] = elsewhere
                 if node_energy is not None:
                     attribute_node_energy(result, node_energy)
                 studies.store_repeat(config.trial, repeat, result)
@@ -350,11 +388,13 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
             _refresh(progress, study)
             notify(progress)
     finally:
+        deadlines.close()
         for ref in pending:
             ray.cancel(ref, force=True)
+        record_stop([c.trial for c in configs], tracker, parent, stop.requested)
         if started_ray:
             ray.shutdown()
-    return SweepOutcome(sweep, parent, study, trial_runs)
+    return SweepOutcome(sweep, parent, study, trial_runs, stop.requested)
 
 
 def _spent_j(study: optuna.Study, in_flight: list[Configuration]) -> float:
@@ -377,13 +417,16 @@ def _collect(ref: ray.ObjectRef) -> TrialResult:
     try:
         return TrialResult.from_dict(ray.get(ref))
     except ray.exceptions.RayError as exc:  # the worker died even after Ray's retries
-        return TrialResult.failed(f"ray: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+        first = next(iter(str(exc).splitlines()), "")  # a cancelled task's says nothing
+        return TrialResult.failed(f"ray: {type(exc).__name__}: {first}")
 
 
 def _refresh(progress: SweepProgress, study: optuna.Study) -> None:
     trials = [t for t in study.get_trials(deepcopy=False) if studies.is_finished(t)]
     progress.done = len(trials)
     progress.failed = sum(t.state == optuna.trial.TrialState.FAIL for t in trials)
+    progress.retried = sum(t.user_attrs.get(attempts.RETRIES_KEY, 0)
+                           for t in study.get_trials(deepcopy=False))
     progress.front = studies.pareto_trials(study)
 
 

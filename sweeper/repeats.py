@@ -58,13 +58,14 @@ def _mean_rounds(results: list[TrialResult]) -> list[RoundRecord]:
 
 def aggregate(results: list[TrialResult], seeds: list[int]) -> TrialResult:
     """One configuration's result from its repeats (in repeat order): a failed repeat fails
-    it, else a pruned one prunes it; objectives are means, with 95% half-widths."""
+    it, else a diverged one makes it diverged, else a pruned one prunes it; objectives are
+    means, with 95% half-widths."""
     if len(results) == 1:
         return results[0]
     per_repeat = [{"seed": seed, "status": r.status, "reason": r.reason,
                    **{name: r.objective(name) for name in OBJECTIVE_METRICS}}
                   for seed, r in zip(seeds, results, strict=True)]
-    for status in ("failed", "pruned"):
+    for status in ("failed", "diverged", "pruned"):
         bad = [(seed, r) for seed, r in zip(seeds, results, strict=True) if r.status == status]
         if bad:
             seed, first = bad[0]

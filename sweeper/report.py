@@ -108,7 +108,8 @@ def _points(study: optuna.Study, space: SearchSpace) -> list[dict[str, Any]]:
     x_name, y_name = _plane(space)
     front = {t.number for t in studies.pareto_trials(study)}
     out = []
-    for trial in study.get_trials(deepcopy=False):
+    # complete only: a configuration still running its repeats has no values yet
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         result = studies.stored_result(trial)
         if result is not None and result.status == "ok":
             out.append({"trial": trial.number, "front": trial.number in front,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+OUTSIDE_SPACE = "outside_space"  # info key: why a --force'd trial is not a point of its space
 OBJECTIVE_METRICS = ("accuracy", "energy_j", "wall_s", "bytes_total", "co2_g",
                      "node_energy_j", "energy_to_accuracy_j")
 
@@ -45,7 +47,7 @@ class TrialResult:
     # joules spent until the first round whose accuracy reached the space's
     # `target_accuracy` (NaN: not reached, or no target; see `energy_to_accuracy`)
     energy_to_accuracy_j: float = float("nan")
-    status: str = "ok"  # "ok" | "failed" | "pruned"
+    status: str = "ok"  # "ok" | "failed" | "pruned" | "diverged" (loss NaN/inf; see reason)
     reason: str = ""
     meters: dict[str, MeterInfo] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)  # e.g. model size, partition stats
@@ -70,6 +72,18 @@ class TrialResult:
     @classmethod
     def failed(cls, reason: str) -> TrialResult:
         return cls(status="failed", reason=reason)
+
+
+def strict_json(value: Any) -> Any:
+    """`value` with every NaN or infinite float as None (JSON has no NaN: a strict parser
+    refuses Python's bare `NaN`); what is missing is said by a reason beside it."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(v) for v in value]
+    return value
 
 
 def energy_to_accuracy(rounds: list[RoundRecord], target: float) -> float:

@@ -6,6 +6,7 @@ is written anywhere.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,17 @@ class Leverage:
             return self.default
         return self.choices[0] if self.choices else self.low
 
+    def holds(self, value: Any) -> bool:
+        """`value` is among the choices, or within [low, high] (NaN is not)."""
+        if self.choices:
+            return value in self.choices
+        return bool(self.low <= value <= self.high)
+
+    def bounds(self) -> str:
+        if self.choices:
+            return f"one of {list(self.choices)}"
+        return f"within [{self.low:g}, {self.high:g}]"
+
 
 @dataclass(frozen=True)
 class SearchSpace:
@@ -114,6 +126,8 @@ class SearchSpace:
     prune_max_accuracy: float | None = None  # pruning.max_accuracy (see fronts.PruneRule)
     repeats: int = 1  # runs of each configuration, seeds scenario.seed + r (sweeper.repeats)
     target_accuracy: float | None = None  # for the objective energy_to_accuracy_j
+    trial_timeout_s: float | None = None  # a trial still running then is killed, failed
+    memory_per_trial_mb: int | None = None  # Ray's reservation; more fails the trial
 
     def distributions(self) -> dict[str, od.BaseDistribution]:
         return {lev.name: lev.distribution() for lev in self.leverages}
@@ -140,16 +154,30 @@ class SearchSpace:
                 values[lev.name] = lev.default_value()
         return values
 
-    def with_overrides(self, overrides: dict[str, str]) -> dict[str, Any]:
-        """The space's defaults with `name=value` strings from the command line applied."""
-        by_name = {lev.name: lev for lev in self.leverages}
+    def with_overrides(self, overrides: dict[str, str], force: bool = False) -> dict[str, Any]:
+        """The space's defaults with `name=value` strings from the command line applied.
+        A value outside the catalogue's limits is refused; one outside the space (a declared
+        leverage's range or choices) too, unless `force` (then see `outside`)."""
         given = {}
         for name, text in overrides.items():
-            lev = by_name.get(name)
-            if lev is None and name not in LEVERAGES:
+            if name not in LEVERAGES:
                 raise SpaceError(f"--set {name}: unknown leverage (known: {', '.join(LEVERAGES)})")
-            given[name] = _parse_override(name, text, lev)
+            given[name] = _parse_override(name, text, self.scenario.num_clients)
+        problems = self.outside(given)
+        if problems and not force:
+            raise SpaceError(f"{self.path}: --set {problems[0]}; --force runs it anyway, "
+                             "tagged outside the space")
         return self.default_values(given)
+
+    def outside(self, values: dict[str, Any]) -> list[str]:
+        """'name=value: not within ..., the space's leverages.name' for each value a
+        leverage declared in the space does not hold (leverages the space leaves out are not
+        searched: any value the catalogue allows is theirs)."""
+        by_name = {lev.name: lev for lev in self.leverages}
+        return [f"{name}={f'{value:g}' if isinstance(value, float) else value}: not "
+                f"{by_name[name].bounds()}, the space's leverages.{name}"
+                for name, value in values.items()
+                if name in by_name and not by_name[name].holds(value)]
 
 
 def load_space(path: str | Path) -> SearchSpace:
@@ -178,7 +206,13 @@ def load_space(path: str | Path) -> SearchSpace:
     objectives = _objectives(where, raw["objectives"])
     budget = _mapping(where, "budget", raw.get("budget", {}))
     _no_unknown(where, "budget.", budget, {"trials", "parallel", "wall_clock_s", "energy_j",
-                                           "repeats"})
+                                           "repeats", "trial_timeout_s",
+                                           "memory_per_trial_mb"})
+    trial_timeout_s = _positive_float(where, "budget.trial_timeout_s",
+                                      budget.get("trial_timeout_s"))
+    memory_per_trial_mb = (None if budget.get("memory_per_trial_mb") is None else
+                           _positive_int(where, "budget.memory_per_trial_mb",
+                                         budget["memory_per_trial_mb"]))
     repeats = _positive_int(where, "budget.repeats", budget.get("repeats", 1))
     wall_clock_s, energy_budget_j = (_positive_float(where, f"budget.{key}", budget.get(key))
                                      for key in ("wall_clock_s", "energy_j"))
@@ -220,9 +254,11 @@ def load_space(path: str | Path) -> SearchSpace:
         raise SpaceError(f"{where}: target_accuracy: required by energy_to_accuracy_j "
                          "(the accuracy whose first reaching is priced)")
     _attributable(where, scenario, leverages)
+    _clients_fit(where, scenario, leverages)
     return SearchSpace(path, name, objectives, trials, parallel, sampler_name, sampler_seed,
                        scenario, seed, leverages, constraints, population_size, wall_clock_s,
-                       energy_budget_j, prune_max_accuracy, repeats, target_accuracy)
+                       energy_budget_j, prune_max_accuracy, repeats, target_accuracy,
+                       trial_timeout_s=trial_timeout_s, memory_per_trial_mb=memory_per_trial_mb)
 
 
 def _attributable(where: str, scenario: Scenario, leverages: tuple[Leverage, ...]) -> None:
@@ -235,6 +271,18 @@ def _attributable(where: str, scenario: Scenario, leverages: tuple[Leverage, ...
     if scenario.deploy_placement == "ray" and "deployment" in engines:
         raise SpaceError(f"{where}: scenario.isolation: node cannot be kept with "
                          "deploy_placement: ray (SuperNodes run on other trials' nodes)")
+
+
+def _clients_fit(where: str, scenario: Scenario, leverages: tuple[Leverage, ...]) -> None:
+    """A count of clients per round above `scenario.num_clients` cannot be run."""
+    for lev in leverages:
+        if lev.name != "clients_per_round":
+            continue
+        largest = max(v for v in (*lev.choices, lev.high) if v is not None)  # > 1: a count
+        if largest > scenario.num_clients:
+            key = "value" if lev.choices else "high"
+            raise SpaceError(f"{where}: leverages.clients_per_round.{key}: {largest:g} "
+                             f"exceeds scenario.num_clients ({scenario.num_clients})")
 
 
 def _positive_float(where: str, key: str, value: Any) -> float | None:
@@ -416,7 +464,8 @@ def _leverage(where: str, name: str, body: dict,
                                  f"{list(spec.choices)}")
         else:
             value = _typed(where, f"{key}.value", value,
-                           int if spec.kind == "int" and isinstance(value, int) else float)
+                           int if spec.kind in ("int", "int_or_fraction")
+                           and isinstance(value, int) else float)
             if not spec.low <= value <= spec.high:
                 raise SpaceError(f"{where}: {key}.value: must lie within "
                                  f"[{spec.low}, {spec.high}]")
@@ -468,7 +517,9 @@ def _leverage(where: str, name: str, body: dict,
                     is_int=kind is int, when=when)
 
 
-def _parse_override(name: str, text: str, lev: Leverage | None) -> Any:
+def _parse_override(name: str, text: str, num_clients: int) -> Any:
+    """A `--set` value, within the catalogue's limits (what the engine can run: no
+    `--force` lifts them)."""
     spec = LEVERAGES[name]
     try:
         if spec.kind == "int":
@@ -479,11 +530,24 @@ def _parse_override(name: str, text: str, lev: Leverage | None) -> Any:
             value = float(text) if "." in text else int(text)
         elif spec.choices and isinstance(spec.choices[0], bool):
             value = {"true": True, "false": False}[text.lower()]
+        elif spec.choices and isinstance(spec.choices[0], int):  # e.g. sample_rate
+            value = int(text)
         else:
             value = text
     except (ValueError, KeyError):
-        raise SpaceError(f"--set {name}={text}: must be {spec.kind}") from None
-    allowed = lev.choices if lev and lev.choices else spec.choices
-    if spec.kind == "categorical" and value not in allowed:
-        raise SpaceError(f"--set {name}={text}: not one of {list(allowed)}")
+        kind = f"one of {list(spec.choices)}" if spec.choices else spec.kind
+        raise SpaceError(f"--set {name}={text}: must be {kind}") from None
+    if spec.kind == "categorical":
+        if value not in spec.choices:
+            raise SpaceError(f"--set {name}={text}: not one of {list(spec.choices)}")
+        return value
+    low, high = spec.low, spec.high
+    limits = f"[{low:g}, {high:g}] (the catalogue's limits"
+    if spec.kind == "int_or_fraction" and isinstance(value, int):  # a count of clients
+        low, high, limits = 1, num_clients, f"[1, {num_clients}] (scenario.num_clients"
+    elif spec.kind == "int_or_fraction":  # a fraction of the clients
+        low, high, limits = math.ulp(0.0), 1.0, "(0, 1] (a fraction of the clients"
+    if not low <= value <= high:
+        raise SpaceError(f"--set {name}={text}: not within {limits}; --force does not lift "
+                         "them)")
     return value

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from functools import lru_cache
 from pathlib import Path
 
 import optuna
@@ -13,18 +17,57 @@ from sweeper.errors import StoreError
 from sweeper.names import file_safe
 from sweeper.result import TrialResult
 from sweeper.space import SearchSpace
+from sweeper.store_lock import store_lock
 
 RESULT_ATTR = "result"
 INTERRUPTED_ATTR = "interrupted"
 SPACE_ATTR = "space_yaml"
+STATUS_ATTR = "status"  # of a FAIL trial: "failed" or "diverged"
 
 
 def storage_url(store: Path) -> str:
     return f"sqlite:///{Path(store).resolve() / 'optuna.db'}"
 
 
-def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
-    seed = space.sampler_seed
+STORE_WAIT_S = 20  # a write waits this long for another process's lock (as MLflow's does)
+
+
+def storage(store: Path) -> optuna.storages.RDBStorage:
+    """The store's Optuna storage, its schema made or checked under the store's lock; one
+    per store file and process (checking the schema loads Alembic's scripts: ~0.5 s)."""
+    folder = Path(store).resolve()
+    try:  # a file deleted and made again is another store
+        info = (folder / "optuna.db").stat()
+        identity: tuple[int, int] | None = (info.st_dev, info.st_ino)
+    except FileNotFoundError:
+        identity = None
+    return _storage(folder, identity)
+
+
+@lru_cache(maxsize=32)
+def _storage(store: Path, identity: tuple[int, int] | None) -> optuna.storages.RDBStorage:
+    with store_lock(store):
+        return optuna.storages.RDBStorage(
+            storage_url(store), engine_kwargs={"connect_args": {"timeout": STORE_WAIT_S}})
+
+
+@contextmanager
+def discarded_on_failure(sweep: str, store: Path, created: bool) -> Iterator[None]:
+    """A sweep `created` just now whose start then fails is removed (it has no trial):
+    `sweeper list` does not show it."""
+    try:
+        yield
+    except BaseException:
+        if created:
+            with suppress(Exception):  # a store that failed may refuse this too
+                optuna.delete_study(study_name=sweep, storage=storage(store))
+        raise
+
+
+def make_sampler(space: SearchSpace, done: int = 0) -> optuna.samplers.BaseSampler:
+    """The space's sampler. A resumed sweep's is seeded `sampler.seed + done` (the trials
+    the study holds): seeded as before, it would propose the first driver's trials again."""
+    seed = space.sampler_seed + done
     if space.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=space.population_size)
     if space.sampler == "random":
@@ -58,23 +101,25 @@ def open_study(space: SearchSpace, sweep: str, store: Path, create: bool) -> opt
     directions = [o.direction for o in space.objectives]
     if not create:
         try:
-            study = optuna.load_study(study_name=sweep, storage=url,
+            study = optuna.load_study(study_name=sweep, storage=existing_storage(sweep, store),
                                       sampler=make_sampler(space))
         except KeyError:
             raise StoreError(f"no sweep named {sweep!r} in {url}") from None
         if [d.name.lower() for d in study.directions] != directions:
             raise StoreError(f"sweep {sweep!r} has other objectives than {space.path}")
+        study.sampler = make_sampler(space, len(study.get_trials(deepcopy=False)))
         return study
-    study = optuna.create_study(study_name=sweep, storage=url, directions=directions,
-                                sampler=make_sampler(space))
-    study.set_user_attr(SPACE_ATTR, Path(space.path).read_text())
-    study.set_user_attr("objectives", [o.metric for o in space.objectives])
+    study = optuna.create_study(study_name=sweep, storage=storage(store),
+                                directions=directions, sampler=make_sampler(space))
+    with discarded_on_failure(sweep, store, created=True):
+        study.set_user_attr(SPACE_ATTR, Path(space.path).read_text())
+        study.set_user_attr("objectives", [o.metric for o in space.objectives])
     return study
 
 
 def is_finished(trial: FrozenTrial) -> bool:
     """Counts toward the budget: complete, failed or pruned, but not cut off by a kill."""
-    if trial.user_attrs.get(INTERRUPTED_ATTR):
+    if trial.user_attrs.get(INTERRUPTED_ATTR) or DUPLICATE_ATTR in trial.user_attrs:
         return False
     return trial.state in (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
 
@@ -126,7 +171,9 @@ def tell(study: optuna.Study, trial: optuna.Trial, space: SearchSpace,
     elif result.status == "pruned":
         trial.set_user_attr("pruned_after_round", len(result.rounds))
         study.tell(trial, state=TrialState.PRUNED)
-    else:
+    else:  # failed, or diverged (a result, not a crash: its status and reason say which)
+        trial.set_user_attr(STATUS_ATTR, result.status)
+        trial.set_user_attr("reason", result.reason)
         study.tell(trial, state=TrialState.FAIL)
 
 
@@ -155,8 +202,48 @@ def running_trials(study: optuna.Study) -> list[tuple[optuna.Trial, FrozenTrial]
     """Configurations left RUNNING by a driver that stopped, as live trials (to tell) with
     what they hold: the resumed driver takes them over under their own numbers, keeping
     the repeats they finished."""
-    return [(optuna.Trial(study, t._trial_id), t)
-            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+    out = []
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        live = optuna.Trial(study, frozen._trial_id)
+        if frozen.user_attrs.get(INTERRUPTED_ATTR):  # taken over: running again
+            live.set_user_attr(INTERRUPTED_ATTR, False)
+        out.append((live, frozen))
+    return out
+
+
+INTERRUPTIONS_ATTR = "interruptions"  # how many drivers stopped while it ran
+
+
+def mark_interrupted(trials: list[optuna.Trial]) -> None:
+    """Configurations a stopping driver leaves unfinished: `sweeper list` counts them as
+    interrupted until a resumed driver takes them over (`running_trials`)."""
+    for trial in trials:
+        trial.set_user_attr(INTERRUPTED_ATTR, True)
+        trial.set_user_attr(INTERRUPTIONS_ATTR, trial.user_attrs.get(INTERRUPTIONS_ATTR, 0) + 1)
+
+
+DUPLICATE_ATTR = "duplicate_of"  # a proposal skipped: that trial ran these parameters
+ASK_TRIES = 50
+
+
+def ask_new(study: optuna.Study, space: SearchSpace,
+            tries: int = ASK_TRIES) -> tuple[optuna.Trial, dict] | None:
+    """A trial with parameters no finished or running configuration has (None after
+    `tries` proposals that all had: a small space is exhausted). A duplicate proposal is
+    told FAIL with `duplicate_of`: it counts nowhere (not finished, not listed)."""
+    seen = {tuple(sorted(t.params.items())): t.number
+            for t in study.get_trials(deepcopy=False)
+            if is_finished(t) or t.state == TrialState.RUNNING}
+    for _ in range(tries):
+        trial = study.ask()
+        sampled = space.sample(trial)
+        key = tuple(sorted(trial.params.items()))
+        if key not in seen:
+            return trial, sampled
+        trial.set_user_attr(DUPLICATE_ATTR, seen[key])
+        trial.set_user_attr(STATUS_ATTR, "duplicate")
+        study.tell(trial, state=TrialState.FAIL)
+    return None
 
 
 CONSTRAINT_PREFIX = "constraints:"
@@ -173,9 +260,17 @@ def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
     return [t for t in study.best_trials if is_feasible(t)]
 
 
+def existing_storage(sweep: str, store: Path) -> optuna.storages.RDBStorage:
+    """The store's Optuna storage, refused (not created: SQLite would make an empty file)
+    when the store has no optuna.db."""
+    if not (Path(store) / "optuna.db").is_file():
+        raise StoreError(f"no sweep named {sweep!r} in {store} (no optuna.db there)")
+    return storage(store)
+
+
 def load_existing(sweep: str, store: Path) -> optuna.Study:
     try:
-        return optuna.load_study(study_name=sweep, storage=storage_url(store))
+        return optuna.load_study(study_name=sweep, storage=existing_storage(sweep, store))
     except KeyError:
         raise StoreError(f"no sweep named {sweep!r} in {storage_url(store)}") from None
 
@@ -192,17 +287,29 @@ def space_of(study: optuna.Study) -> SearchSpace:
         return load_space(path)
 
 
+OUTCOMES = ("complete", "failed", "diverged", "interrupted", "pruned", "running")
+
+
+def outcome(trial: FrozenTrial) -> str:
+    """What a trial counts as in `sweeper list` (one of OUTCOMES, or "waiting")."""
+    if trial.user_attrs.get(INTERRUPTED_ATTR):
+        return "interrupted"
+    if trial.state == TrialState.FAIL:
+        return str(trial.user_attrs.get(STATUS_ATTR, "failed"))
+    return trial.state.name.lower()
+
+
 def summaries(store: Path) -> list[tuple]:
-    """(sweep, complete, failed, pruned, running, started) of every sweep in the store."""
+    """(sweep, *counts of OUTCOMES, Ray retries, started) of every sweep in the store."""
     if not (Path(store) / "optuna.db").exists():
         return []
     out = []
-    for summary in optuna.get_all_study_summaries(storage_url(store)):
-        study = optuna.load_study(study_name=summary.study_name, storage=storage_url(store))
-        states = [t.state for t in study.get_trials(deepcopy=False)]
-        out.append((summary.study_name, states.count(TrialState.COMPLETE),
-                    states.count(TrialState.FAIL), states.count(TrialState.PRUNED),
-                    states.count(TrialState.RUNNING),
+    optuna_storage = storage(store)
+    for summary in optuna.get_all_study_summaries(optuna_storage):
+        study = optuna.load_study(study_name=summary.study_name, storage=optuna_storage)
+        counts = Counter(outcome(t) for t in study.get_trials(deepcopy=False))
+        retried = sum(t.user_attrs.get("ray_retries", 0) for t in study.get_trials(deepcopy=False))
+        out.append((summary.study_name, *(counts[name] for name in OUTCOMES), retried,
                     f"{summary.datetime_start:%Y-%m-%d %H:%M}" if summary.datetime_start
                     else ""))
     return out

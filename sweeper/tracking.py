@@ -10,16 +10,22 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlparse
 
-from mlflow.entities import Metric, Param, RunStatus
+from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
 from sweeper.config import TrialConfig
+from sweeper.environment import differences, git_state, installed_packages, sweep_environment
 from sweeper.errors import StoreError
 from sweeper.names import file_safe
-from sweeper.result import MeterInfo, TrialResult
+from sweeper.result import OUTSIDE_SPACE, MeterInfo, TrialResult
+from sweeper.store_errors import describe
+from sweeper.store_lock import store_lock
 
 if TYPE_CHECKING:  # the baseline imports torch and Flower; the driver needs neither here
     from sweeper.baseline import BaselineResult
@@ -29,6 +35,10 @@ CONFIG_TAG = "sweeper.config"  # the Optuna trial number every repeat of it carr
 REPEAT_TAG = "sweeper.repeat"
 ROLE_TAG = "sweeper.role"
 CONFIG_ARTIFACT = "trial_config.json"
+ENV_PREFIX = "sweeper.env."  # the software of a sweep's driver, on the sweep's run
+MACHINE_PREFIX = "sweeper.machine."  # the machine of a trial, on its child run
+RAN_ELSEWHERE_TAG = "sweeper.ran_elsewhere"  # how a re-run's environment differed
+REPORT_TAG = "sweeper.report"  # "failed: <why>" when the sweep's final report failed
 
 
 def tracking_uri(store: Path) -> str:
@@ -41,6 +51,8 @@ class Tracker:
         self.uri = tracking_uri(self.store)
         os.environ.setdefault("MLFLOW_TRACKING_URI", self.uri)
         self.client = MlflowClient(tracking_uri=self.uri)
+        with store_lock(self.store):  # MLflow makes its tables on first use: one at a time
+            self.client.search_experiments(max_results=1)
 
     def sweep_run(self, sweep: str, create: bool) -> str:
         """The parent run of `sweep` (created with its experiment when `create`)."""
@@ -63,13 +75,83 @@ class Tracker:
         return self.client.create_experiment(name, artifact_location=artifacts)
 
     def log_sweep_file(self, parent_run_id: str, path: Path) -> None:
-        self.client.log_artifact(parent_run_id, str(path))
+        self._upload(parent_run_id, path)
+
+    def _upload(self, run_id: str, path: Path) -> None:
+        """Copy a file into the run's artifacts. A copy that fails (disk full, read-only)
+        leaves no partial file, which gives a full disk its space back for the run's
+        status, and is one line naming the file."""
+        try:
+            self.client.log_artifact(run_id, str(path))
+        except OSError as exc:
+            what = describe(exc)
+            if what is None:
+                raise
+            uri = urlparse(self.client.get_run(run_id).info.artifact_uri)
+            target = Path(unquote(uri.path)) / Path(path).name
+            if uri.scheme == "file":
+                with suppress(OSError):
+                    target.unlink(missing_ok=True)
+            raise StoreError(f"{target}: {what}") from None
+
+    def report_failed(self, parent_run_id: str, reason: str) -> None:
+        """The sweep's run FAILED, not left RUNNING, when its final report could not be
+        written (its trials are all logged); `sweeper report` can write it later."""
+        self.client.set_tag(parent_run_id, REPORT_TAG, f"failed: {reason}"[:5000])
+        self.client.set_terminated(parent_run_id, RunStatus.to_string(RunStatus.FAILED))
+
+    def report_written(self, parent_run_id: str) -> None:
+        """A sweep whose final report had failed is FINISHED once `sweeper report` wrote it."""
+        if self.client.get_run(parent_run_id).data.tags.get(REPORT_TAG, "").startswith("failed"):
+            self.client.set_tag(parent_run_id, REPORT_TAG, "written by sweeper report")
+            self.finish_sweep(parent_run_id)
 
     def log_sweep_params(self, parent_run_id: str, params: dict[str, str]) -> None:
         existing = self.client.get_run(parent_run_id).data.params
         fresh = [Param(k, str(v)) for k, v in params.items() if k not in existing]
         if fresh:
             self.client.log_batch(parent_run_id, params=fresh)
+
+    def log_environment(self, run_id: str, command: Sequence[str] | None = None) -> None:
+        """This process's software (`environment.sweep_environment`) as tags of `run_id`;
+        the installed packages and, from a dirty checkout, its diff as artifacts."""
+        software = sweep_environment(command)
+        tags = [RunTag(ENV_PREFIX + k, v[:5000]) for k, v in software.items()]
+        if not software["commit"].startswith("unknown"):
+            tags.append(RunTag("mlflow.source.git.commit", software["commit"]))
+        self.client.log_batch(run_id, tags=tags)
+        with tempfile.TemporaryDirectory() as tmp:
+            files = {"pip-freeze.txt": installed_packages(), "git-diff.patch": git_state()[2]}
+            for name, text in files.items():
+                if text:
+                    (Path(tmp) / name).write_text(text)
+            self.client.log_artifacts(run_id, tmp, "environment")
+
+    def recorded_environment(self, run_id: str) -> dict[str, str]:
+        """The software and machine recorded with a run: its sweep's software (or its own,
+        for a single trial), then its own machine facts."""
+        tags = self.client.get_run(run_id).data.tags
+        parent = tags.get("mlflow.parentRunId")
+        if parent:
+            tags = {**self.client.get_run(parent).data.tags, **tags}
+        return {**_unprefixed(tags, ENV_PREFIX), **_unprefixed(tags, MACHINE_PREFIX)}
+
+    def environment_changes(self, run_id: str, current: dict[str, str]) -> list[str] | None:
+        """What differs between the environment recorded with `run_id` and `current`, one
+        line each; None when the run has none recorded (logged before they were)."""
+        recorded = self.recorded_environment(run_id)
+        return differences(recorded, current) if recorded else None
+
+    def sweep_machines(self, parent_run_id: str) -> list[dict[str, str]]:
+        """The machine facts of every trial logged under the sweep's run."""
+        return [_unprefixed(run.data.tags, MACHINE_PREFIX)
+                for run in self._child_runs(parent_run_id)]
+
+    def _child_runs(self, parent_run_id: str) -> list:
+        parent = self.client.get_run(parent_run_id)
+        return self.client.search_runs(
+            [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+            max_results=50_000)
 
     def finish_sweep(self, parent_run_id: str) -> None:
         self.client.set_terminated(parent_run_id, RunStatus.to_string(RunStatus.FINISHED))
@@ -85,12 +167,8 @@ class Tracker:
         """(trial number, repeat) -> child run id, for child runs logged to the end. With
         `clean_up` (only the sweep's own driver, which knows no other writer is logging),
         child runs cut off mid-logging are deleted, to be logged again from Optuna."""
-        parent = self.client.get_run(parent_run_id)
-        runs = self.client.search_runs(
-            [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
-            max_results=50_000)
         done = {}
-        for run in runs:
+        for run in self._child_runs(parent_run_id):
             tags = run.data.tags
             if run.info.status in ("FINISHED", "FAILED") and TRIAL_TAG in tags:
                 done[int(tags[TRIAL_TAG]), int(tags.get(REPEAT_TAG, 0))] = run.info.run_id
@@ -107,9 +185,18 @@ class Tracker:
                 ROLE_TAG: "trial", "sweeper.status": result.status}
         if result.reason:
             tags["sweeper.reason"] = result.reason[:5000]
+        if result.info.get(OUTSIDE_SPACE):  # run with --force: not a point of its space
+            tags["sweeper.outside_space"] = "; ".join(result.info[OUTSIDE_SPACE])[:5000]
         tags.update(_meter_tags(result.meters, result.info.get("meter_selection", {})))
         if "reason" in result.info.get("node_energy", {}):
             tags["sweeper.node_energy_note"] = str(result.info["node_energy"]["reason"])[:5000]
+        tags.update({MACHINE_PREFIX + k: str(v)[:5000]
+                     for k, v in result.info.get("machine", {}).items()})
+        if result.info.get("ran_elsewhere"):
+            tags[RAN_ELSEWHERE_TAG] = "; ".join(result.info["ran_elsewhere"])[:5000]
+        for key in ("ray_retries", "interruptions"):  # see sweeper.attempts
+            if result.info.get(key):
+                tags[f"sweeper.{key}"] = str(result.info[key])
         name = f"trial-{number}" + (f"-repeat-{repeat}" if repeat else "")
         run = self.client.create_run(parent.info.experiment_id, run_name=name, tags=tags)
         run_id = run.info.run_id
@@ -118,8 +205,8 @@ class Tracker:
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / CONFIG_ARTIFACT).write_text(config.to_json())
             (Path(tmp) / "result.json").write_text(json.dumps(result.to_dict(), indent=1))
-            self.client.log_artifact(run_id, str(Path(tmp) / CONFIG_ARTIFACT))
-            self.client.log_artifact(run_id, str(Path(tmp) / "result.json"))
+            self._upload(run_id, Path(tmp) / CONFIG_ARTIFACT)
+            self._upload(run_id, Path(tmp) / "result.json")
         status = RunStatus.FINISHED if result.status != "failed" else RunStatus.FAILED
         self.client.set_terminated(run_id, RunStatus.to_string(status))
         return run_id
@@ -149,6 +236,10 @@ def _meter_tags(meters: dict[str, MeterInfo], selection: dict) -> dict[str, str]
         tags[f"sweeper.meter.{component}"] = info.meter[:5000]
         tags[f"sweeper.meter_kind.{component}"] = info.kind
     return tags
+
+
+def _unprefixed(tags: dict[str, str], prefix: str) -> dict[str, str]:
+    return {k.removeprefix(prefix): v for k, v in tags.items() if k.startswith(prefix)}
 
 
 def _baseline_metrics(result: BaselineResult) -> list[Metric]:

@@ -21,8 +21,10 @@ from sweeper.energy import (
 from sweeper.energy.ledger import EnergyLedger
 from sweeper.energy.node import NodeMeter, open_node_meter, probe_idle_w
 from sweeper.energy.windows import window_meter
+from sweeper.environment import machine
 from sweeper.errors import SweeperError
 from sweeper.fl import run_trial_federation
+from sweeper.fl.server_app import divergence
 from sweeper.fl.warmup import warm_up
 from sweeper.fl.wire import FIELDS as WIRE_FIELDS
 from sweeper.fl.wire import wire_summary
@@ -43,13 +45,22 @@ def run_trial(config: TrialConfig, prune: PruneRule | None = None) -> TrialResul
             result.info["speed"].update(speed_settings.in_force)
         if speed_settings.restore_problems:
             result.info["speed_restore_failed"] = speed_settings.restore_problems
-        return result
+        return _on_this_machine(result)
     except SweeperError as exc:
         reason = str(exc)
     except Exception as exc:  # a trial's crash must not take the sweep down
         last = traceback.extract_tb(exc.__traceback__)[-1]
         reason = f"{type(exc).__name__}: {exc} (at {last.filename}:{last.lineno})"
-    return _failed(config, reason, time.process_time() - cpu_started)
+    return _on_this_machine(_failed(config, reason, time.process_time() - cpu_started))
+
+
+def _on_this_machine(result: TrialResult) -> TrialResult:
+    facts = machine()
+    governors = result.info.get("speed", {}).get("cpu_governor")
+    if governors:  # what the trial's leverage set, not the node's own (restored by now)
+        facts["cpufreq_governor"] = ",".join(governors)
+    result.info["machine"] = facts
+    return result
 
 
 def _run(config: TrialConfig, prune: PruneRule | None) -> TrialResult:
@@ -196,7 +207,8 @@ def _result(config: TrialConfig, rounds: list, ledger: EnergyLedger) -> TrialRes
                                 f"({carbon.region}; {carbon.source})", "modeled")
     stopped = next((stats.stopped for stats in rounds if stats.stopped), None)
     return TrialResult(
-        status="pruned" if stopped else "ok",
+        status=("diverged" if any(divergence(stats) for stats in rounds) else
+                "pruned" if stopped else "ok"),
         reason=stopped or "",
         rounds=records,
         accuracy=records[-1].accuracy,

@@ -74,25 +74,34 @@ def kill_driver_when(cmd: list[str], store: Path, sweep: str, ready, log: Path,
     with log.open("w") as out:
         driver = subprocess.Popen([*cmd, "--name", sweep], stdout=out, stderr=out)
         try:
-            deadline = time.time() + timeout_s
-            while time.time() < deadline:
-                time.sleep(0.05)
-                try:
-                    study = optuna.load_study(study_name=sweep, storage=storage_url(store))
-                except Exception:  # not created yet
-                    continue
-                verdict = ready(study)
-                if isinstance(verdict, str):
-                    pytest.fail(verdict)
-                if verdict:
-                    break
-            else:
-                pytest.fail("the driver never reached the state to kill: "
-                            + log.read_text()[-3000:])
+            wait_for_study(store, sweep, ready, log, timeout_s)
         finally:
             driver.send_signal(signal.SIGKILL)
             driver.wait()
     return optuna.load_study(study_name=sweep, storage=storage_url(store))
+
+
+def wait_for_study(store: Path, sweep: str, ready, log: Path,
+                   timeout_s: float = 300) -> optuna.Study:
+    """Poll the sweep's study until `ready(study)` holds (a string: it never will, say
+    why); fail with the end of the driver's `log` on timeout."""
+    from sweeper.study import storage
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        time.sleep(0.05)
+        if not (store / "optuna.db").exists():
+            continue  # and not made here: the driver makes it, under the store's lock
+        try:
+            study = optuna.load_study(study_name=sweep, storage=storage(store))
+        except Exception:  # not created yet
+            continue
+        verdict = ready(study)
+        if isinstance(verdict, str):
+            pytest.fail(verdict)
+        if verdict:
+            return study
+    pytest.fail("the driver never reached the state awaited: " + log.read_text()[-3000:])
 
 
 def assert_stores_agree(store: Path, sweep: str, repeats: int = 1) -> optuna.Study:

@@ -17,6 +17,10 @@ from conftest import TINY_SCENARIO, write_space
 from sweeper.study import storage_url, stored_result
 
 SWEEPER = [sys.executable, "-m", "sweeper.cli"]
+# The cold start these tests keep out cost +26% (a rerun) to +200% (a worker's first trial).
+# A ~1 CPU-s trial's CPU time varies by up to 6% between runs on a shared 2-core CI machine
+# (seen: -5.8%), which is noise, not a cold start: the bound sits between the two.
+SAME_ENERGY = 0.10
 
 
 def _run(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
@@ -40,7 +44,7 @@ def test_a_workers_first_trial_costs_what_a_later_one_does(tmp_path: Path) -> No
     pids = [r.info["placement"]["pid"] for r in results]
     assert len(set(pids)) < 3, "no worker ran a second trial: nothing compared"
     energy = [r.energy_j for r in results]
-    assert max(energy) <= 1.05 * min(energy), energy
+    assert max(energy) <= (1 + SAME_ENERGY) * min(energy), energy
     assert len({r.accuracy for r in results}) == 1
 
 
@@ -64,6 +68,6 @@ def test_a_rerun_in_a_fresh_process_reproduces_energy_and_data_fraction_shows(
     again = json.loads(_run(["trial", "--from-run", full["mlflow_run_id"], "--json",
                              *store]).stdout)
     assert again["new"]["accuracy"] == again["old"]["accuracy"] == full["result"]["accuracy"]
-    assert abs(again["relative_change"]["energy_j"]) <= 0.05, again
+    assert abs(again["relative_change"]["energy_j"]) <= SAME_ENERGY, again
     assert again["relative_change"]["energy_j"] == pytest.approx(
         again["new"]["energy_j"] / again["old"]["energy_j"] - 1)

@@ -195,3 +195,15 @@ def test_fixed_values_are_not_searched_but_recorded(tmp_path: Path) -> None:
     assert space.trial_config(values).leverages["lr"] == 0.07
     with pytest.raises(SpaceError, match=r"leverages\.lr\.value"):
         load_space(write_space(tmp_path / "b.yaml", leverages={"lr": {"value": 99.0}}))
+
+
+@pytest.mark.parametrize("fixed, per_round", [(1, 1), (3, 3), (1.0, 4), (0.5, 2)])
+def test_a_fixed_clients_per_round_count_is_a_count(tmp_path: Path, fixed, per_round) -> None:
+    """`{value: 1}` is one client, `{value: 1.0}` all of them (it once read as 1.0)."""
+    path = write_space(tmp_path / "s.yaml",
+                       scenario={"dataset": "synthetic", "num_clients": 4, "rounds": 1},
+                       leverages={"clients_per_round": {"value": fixed},
+                                  "lr": {"low": 0.01, "high": 0.1}})
+    space = load_space(path)
+    config = space.trial_config(space.default_values({"lr": 0.05}))
+    assert config.leverages["clients_per_round"] == per_round

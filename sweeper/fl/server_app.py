@@ -4,6 +4,7 @@ on the test split after every round. The per-round accounting is handed to `on_d
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -66,6 +67,17 @@ class _StopFederation(Exception):
     pass
 
 
+def divergence(stats: RoundStats) -> str | None:
+    """Why training diverged in this round (a NaN or infinite training loss, or test loss
+    of the aggregated model), if it did: the federation stops there, the trial is
+    `diverged` (a NaN model never comes back)."""
+    losses = (("training loss", stats.train_loss if stats.clients_ok else 0.0),
+              ("test loss", stats.loss))
+    bad = next((f"{name} is {value}" for name, value in losses if not math.isfinite(value)),
+               None)
+    return f"round {stats.round}: {bad}" if bad else None
+
+
 def build_server_app(config: TrialConfig, on_done: Callable[[list[RoundStats]], None],
                      watcher: RoundWatcher | None = None) -> ServerApp:
     app = ServerApp()
@@ -100,9 +112,9 @@ def serve(grid: Grid, config: TrialConfig, on_done: Callable[[list[RoundStats]],
         stats.wall_s = time.perf_counter() - stats.started
         if watcher is not None:
             stats.node_j = watcher.round_ended(server_round)
-            stats.stopped = watcher.stop_reason(stats)
-            if stats.stopped:
-                raise _StopFederation
+        stats.stopped = divergence(stats) or (watcher.stop_reason(stats) if watcher else None)
+        if stats.stopped:
+            raise _StopFederation
         return MetricRecord({"accuracy": accuracy, "loss": loss})
 
     with contextlib.suppress(_StopFederation):

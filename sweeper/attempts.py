@@ -1,0 +1,136 @@
+"""Per-trial limits and what happened to a trial's Ray task besides its own result.
+
+Driver side: `Deadlines` kills a trial that outlives `budget.trial_timeout_s` and says why.
+Worker side: `memory_limit` holds the trial's process to `budget.memory_per_trial_mb`, and
+`annotate` records a Ray retry (a worker or node lost mid-trial: Ray re-runs the task) in
+the result, so that MLflow (tag `sweeper.ray_retries`), Optuna and `sweeper list` show it.
+A retry starts from scratch: the result, energy included, is the last attempt's alone (the
+lost attempt's joules are not metered, never added twice).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+
+from sweeper.result import TrialResult
+
+RETRIES_KEY = "ray_retries"  # in TrialResult.info: how many times Ray re-ran the task
+INTERRUPTIONS_KEY = "interruptions"  # in TrialResult.info: drivers stopped while it ran
+OOM_MARKS = ("MemoryError", "can't allocate memory", "Cannot allocate memory",
+             "std::bad_alloc", "can't start new thread")
+
+
+def ray_options(memory_mb: int | None) -> dict[str, Any]:
+    """Ray's reservation for a trial with a memory limit (Ray then never places more
+    trials on a node than its memory holds)."""
+    return {} if memory_mb is None else {"memory": memory_mb * 2**20}
+
+
+def attempt_number() -> int:
+    """In a Ray task: 0 for its first run, n for Ray's n-th retry of it."""
+    worker = ray._private.worker.global_worker  # no public API in Ray 2.55
+    with contextlib.suppress(Exception):
+        return int(worker.core_worker.get_current_task_attempt_number())
+    return 0
+
+
+def _address_space_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            return int(line.split()[1])
+    return 0
+
+
+@contextlib.contextmanager
+def memory_limit(memory_mb: int | None) -> Iterator[None]:
+    """Hold this (reused Ray worker) process to `memory_mb` more address space than it has
+    now (soft RLIMIT_AS), and put the previous limit back after. An allocation past it
+    fails in the trial (MemoryError, torch's "can't allocate memory"), which makes it a
+    failed result rather than a worker the kernel kills."""
+    if memory_mb is None:
+        yield
+        return
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    limit = _address_space_kb() * 1024 + memory_mb * 2**20
+    if before[1] != resource.RLIM_INFINITY:
+        limit = min(limit, before[1])
+    resource.setrlimit(resource.RLIMIT_AS, (limit, before[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, before)
+
+
+def annotate(result: TrialResult, memory_mb: int | None) -> TrialResult:
+    """In the Ray task, after the trial: its retry count, and an out-of-memory failure
+    named as such."""
+    retries = attempt_number()
+    if retries:
+        result.info[RETRIES_KEY] = retries
+    if (memory_mb is not None and result.status == "failed"
+            and any(mark in result.reason for mark in OOM_MARKS)):
+        result.reason = (f"out of memory: the trial needed more than budget.memory_per_trial_mb"
+                         f" = {memory_mb} MB ({result.reason})")
+    return result
+
+
+def record(trial: optuna.Trial, result: TrialResult) -> None:
+    """In the driver, before the repeat is stored: Ray's retries of it are added up on its
+    configuration (user attr `ray_retries`, counted by `sweeper list`), and a configuration
+    a stopped driver left behind says so in its result (`interruptions`), hence in MLflow."""
+    retries = result.info.get(RETRIES_KEY, 0)
+    attrs = trial.user_attrs
+    if retries:
+        trial.set_user_attr(RETRIES_KEY, attrs.get(RETRIES_KEY, 0) + retries)
+    if attrs.get(INTERRUPTIONS_KEY):
+        result.info[INTERRUPTIONS_KEY] = attrs[INTERRUPTIONS_KEY]
+
+
+class Deadlines:
+    """`budget.trial_timeout_s`, counted from the trial's hand-over to Ray: a task still
+    running then is cancelled (its worker killed, no retry: Ray does not retry a cancelled
+    task) by a timer thread, which makes the driver's wait return; its result is then a
+    failure saying so."""
+
+    def __init__(self, limit_s: float | None) -> None:
+        self.limit_s = limit_s
+        self.timers: dict[ray.ObjectRef, threading.Timer] = {}
+        self.killed: set[ray.ObjectRef] = set()
+
+    def started(self, ref: ray.ObjectRef) -> None:
+        if self.limit_s is not None:
+            timer = threading.Timer(self.limit_s, self._kill, (ref,))
+            timer.daemon = True
+            self.timers[ref] = timer
+            timer.start()
+
+    def _kill(self, ref: ray.ObjectRef) -> None:
+        self.killed.add(ref)
+        with contextlib.suppress(Exception):  # it ended meanwhile, or Ray is going down
+            ray.cancel(ref, force=True)
+
+    def outcome(self, ref: ray.ObjectRef, result: TrialResult) -> TrialResult:
+        """The result of a finished task: a killed one's is the timeout (a task that ended
+        before the kill landed keeps its own result)."""
+        timer = self.timers.pop(ref, None)
+        if timer is not None:
+            timer.cancel()
+        if ref in self.killed:
+            self.killed.discard(ref)
+            if result.status == "failed":
+                return TrialResult.failed(f"timeout: still running after budget."
+                                          f"trial_timeout_s = {self.limit_s:g} s; killed")
+        return result
+
+    def close(self) -> None:
+        for timer in self.timers.values():
+            timer.cancel()
+        self.timers.clear()
