@@ -1,6 +1,7 @@
 """Per-trial limits and what happened to a trial's Ray task besides its own result.
 
-Driver side: `Deadlines` kills a trial that outlives `budget.trial_timeout_s` and says why.
+Driver side: `Deadlines` kills a trial that runs longer than `budget.trial_timeout_s` (from
+its start on the worker, see `mark_started`) and says why.
 Worker side: `memory_limit` holds the trial's process to `budget.memory_per_trial_mb`, and
 `annotate` records a Ray retry (a worker or node lost mid-trial: Ray re-runs the task) in
 the result, so that MLflow (tag `sweeper.ray_retries`), Optuna and `sweeper list` show it.
@@ -13,12 +14,14 @@ from __future__ import annotations
 import contextlib
 import resource
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
 import ray
+from ray.experimental import internal_kv
 
 from sweeper.result import TrialResult
 
@@ -94,43 +97,76 @@ def record(trial: optuna.Trial, result: TrialResult) -> None:
         result.info[INTERRUPTIONS_KEY] = attrs[INTERRUPTIONS_KEY]
 
 
+STARTED_NAMESPACE = "sweeper_trial_started"  # Ray KV: task id -> a trial has begun
+
+
+def mark_started() -> None:
+    """In the Ray task, first thing: its trial has left Ray's queue (`Deadlines`)."""
+    task_id = ray.get_runtime_context().get_task_id()
+    with contextlib.suppress(Exception):  # no KV (a test calling the function directly)
+        internal_kv._internal_kv_put(task_id, b"1", namespace=STARTED_NAMESPACE)
+
+
 class Deadlines:
-    """`budget.trial_timeout_s`, counted from the trial's hand-over to Ray: a task still
-    running then is cancelled (its worker killed, no retry: Ray does not retry a cancelled
-    task) by a timer thread, which makes the driver's wait return; its result is then a
-    failure saying so."""
+    """`budget.trial_timeout_s`, counted from when the trial starts on its worker, not from
+    its hand-over to Ray: a trial queued behind other work (a shared cluster) is not timed
+    out for waiting. The task says it started in Ray's KV store (`mark_started`); a watcher
+    thread notes when it sees that (driver clock: no skew between nodes), and cancels a
+    task still running `limit_s` later (its worker killed, no retry: Ray does not retry a
+    cancelled task), which makes the driver's wait return; its result is then a failure
+    saying so."""
+
+    POLL_S = 0.5
 
     def __init__(self, limit_s: float | None) -> None:
         self.limit_s = limit_s
-        self.timers: dict[ray.ObjectRef, threading.Timer] = {}
+        self.since: dict[ray.ObjectRef, float | None] = {}  # None: still queued
         self.killed: set[ray.ObjectRef] = set()
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        if limit_s is not None:
+            threading.Thread(target=self._watch, name="sweeper-deadlines", daemon=True).start()
 
     def started(self, ref: ray.ObjectRef) -> None:
         if self.limit_s is not None:
-            timer = threading.Timer(self.limit_s, self._kill, (ref,))
-            timer.daemon = True
-            self.timers[ref] = timer
-            timer.start()
+            with self._lock:
+                self.since[ref] = None
 
-    def _kill(self, ref: ray.ObjectRef) -> None:
-        self.killed.add(ref)
-        with contextlib.suppress(Exception):  # it ended meanwhile, or Ray is going down
-            ray.cancel(ref, force=True)
+    def _watch(self) -> None:
+        while not self._closed.wait(self.POLL_S):
+            with self._lock:
+                watched = list(self.since.items())
+            for ref, since in watched:
+                if since is None:
+                    if _has_started(ref):
+                        with self._lock:
+                            if ref in self.since:
+                                self.since[ref] = time.monotonic()
+                elif time.monotonic() - since > self.limit_s and ref not in self.killed:
+                    self.killed.add(ref)
+                    with contextlib.suppress(Exception):  # it ended, or Ray is going down
+                        ray.cancel(ref, force=True)
 
     def outcome(self, ref: ray.ObjectRef, result: TrialResult) -> TrialResult:
         """The result of a finished task: a killed one's is the timeout (a task that ended
         before the kill landed keeps its own result)."""
-        timer = self.timers.pop(ref, None)
-        if timer is not None:
-            timer.cancel()
+        with self._lock:
+            self.since.pop(ref, None)
+        with contextlib.suppress(Exception):
+            internal_kv._internal_kv_del(ref.task_id().hex(), namespace=STARTED_NAMESPACE)
         if ref in self.killed:
             self.killed.discard(ref)
             if result.status == "failed":
-                return TrialResult.failed(f"timeout: still running after budget."
-                                          f"trial_timeout_s = {self.limit_s:g} s; killed")
+                return TrialResult.failed(f"timeout: still running {self.limit_s:g} s after it"
+                                          " started (budget.trial_timeout_s); killed")
         return result
 
     def close(self) -> None:
-        for timer in self.timers.values():
-            timer.cancel()
-        self.timers.clear()
+        self._closed.set()
+
+
+def _has_started(ref: ray.ObjectRef) -> bool:
+    with contextlib.suppress(Exception):
+        return internal_kv._internal_kv_get(ref.task_id().hex(),
+                                            namespace=STARTED_NAMESPACE) is not None
+    return False

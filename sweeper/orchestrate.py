@@ -116,6 +116,7 @@ NodeEnergySource = Callable[[list[str], dt.datetime, dt.datetime], dict[str, Any
 @ray.remote
 def _remote_trial(config_json: str, prune: PruneRule | None = None,
                   memory_mb: int | None = None) -> dict[str, Any]:
+    attempts.mark_started()  # budget.trial_timeout_s runs from here, not from the queue
     start = dt.datetime.now(dt.UTC)
     with attempts.memory_limit(memory_mb):
         result = run_trial(TrialConfig.from_json(config_json), prune)

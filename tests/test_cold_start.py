@@ -31,11 +31,14 @@ def _run(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
 
 
 def test_a_workers_first_trial_costs_what_a_later_one_does(tmp_path: Path) -> None:
-    """Three runs of one configuration on a Ray of its own (fresh workers, one trial at a
-    time): before the warm-up the first paid ~2 CPU-s more (3x the energy of this trial)."""
+    """Three configurations of the same compute (they differ in the learning rate only: a
+    sweep never runs one configuration twice) on a Ray of its own (fresh workers, one trial
+    at a time): before the warm-up the first paid ~2 CPU-s more (3x this trial's energy)."""
     space = write_space(tmp_path / "same.yaml", budget={"trials": 3, "parallel": 1},
+                        sampler={"name": "grid", "seed": 0},
                         leverages={"precision": {"value": "bf16"},
-                                   "local_epochs": {"value": 2}})
+                                   "local_epochs": {"value": 2},
+                                   "lr": {"low": 0.01, "high": 0.03, "step": 0.01}})
     _run(["pareto", "--space", str(space), "--store", str(tmp_path / "store"),
           "--name", "same", "--no-dashboard"])
     study = optuna.load_study(study_name="same", storage=storage_url(tmp_path / "store"))
@@ -45,7 +48,8 @@ def test_a_workers_first_trial_costs_what_a_later_one_does(tmp_path: Path) -> No
     assert len(set(pids)) < 3, "no worker ran a second trial: nothing compared"
     energy = [r.energy_j for r in results]
     assert max(energy) <= (1 + SAME_ENERGY) * min(energy), energy
-    assert len({r.accuracy for r in results}) == 1
+    sent = [r.bytes_total for r in results]  # the same work on the wire (but lr's digits)
+    assert max(sent) - min(sent) <= 64, sent
 
 
 def test_a_rerun_in_a_fresh_process_reproduces_energy_and_data_fraction_shows(

@@ -20,7 +20,7 @@ from sweeper.result import TrialResult
 from sweeper.trial import run_trial
 
 # A cell-edge link, slow enough that transfers outlast noise, beside the built-in ethernet.
-EDGE_MBPS = 0.1
+EDGE_MBPS = 0.4
 EDGE_PROFILE = f"""
 networks:
   cell_edge:
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.skipif(netns.unavailable() is not None,
 
 
 def _config(engine: str, profile: str, width: float, **scenario) -> TrialConfig:
-    config = tiny_config(engine, network_profile=profile, num_clients=3, rounds=1, **scenario)
+    config = tiny_config(engine, network_profile=profile, num_clients=2, rounds=1, **scenario)
     config.leverages.update(update_codec="none", width=width)
     return config
 
@@ -71,7 +71,7 @@ def test_shaped_deployment_learns_as_the_simulation_does(runs) -> None:
     simulated = run_trial(_config("simulation", "ethernet", 1.0))
     assert simulated.status == "ok", simulated.reason
     assert abs(runs["small"].accuracy - simulated.accuracy) <= 0.02
-    assert abs(runs["small"].rounds[0].bytes_up - simulated.rounds[0].bytes_up) <= 64 * 3
+    assert abs(runs["small"].rounds[0].bytes_up - simulated.rounds[0].bytes_up) <= 64 * 2
 
 
 def test_measured_bytes_are_accounting_plus_protocol_overhead(runs) -> None:
@@ -88,7 +88,7 @@ def test_measured_bytes_are_accounting_plus_protocol_overhead(runs) -> None:
     # The communication energy is priced on the measured bytes.
     assert runs["small"].meters["communication_j"].meter.startswith("wire_bytes")
     per_client = runs["small"].info["wire_by_client"][1]
-    assert set(per_client) == {"0", "1", "2"}
+    assert set(per_client) == {"0", "1"}
     assert all(v["up_bytes"] > 0 and v["down_bytes"] > 0 for v in per_client.values())
 
 
@@ -96,7 +96,7 @@ def test_a_slower_link_gives_a_longer_round(runs) -> None:
     fast, slow = runs["small"], runs["slow"]
     wire = max(slow.info["wire_by_client"][1].values(), key=lambda v: v["down_bytes"])
     transfer_s = 8 * (wire["up_bytes"] + wire["down_bytes"]) / (EDGE_MBPS * 1e6)
-    assert transfer_s > 15
+    assert transfer_s > 5
     # Transfers overlap with the other client's and with CPU work, and the machine is
     # shared: a quarter of the slowest client's transfer time is a safe margin.
     assert slow.rounds[0].wall_s > fast.rounds[0].wall_s + 0.25 * transfer_s

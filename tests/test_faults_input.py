@@ -20,6 +20,7 @@ from conftest import TINY_SCENARIO, write_space
 from mlflow.tracking import MlflowClient
 
 from sweeper import study as studies
+from sweeper.attempts import Deadlines, mark_started
 from sweeper.cli import main
 from sweeper.resources import wait_first
 from sweeper.result import TrialResult
@@ -65,7 +66,8 @@ def test_resources_no_node_has_are_refused_before_anything_starts(
 
 
 @pytest.mark.fault("every CPU held by another job while a trial is submitted",
-                   "the trial waits, with a 'waiting for N CPUs' line; runs once freed")
+                   "the trial waits, with a 'waiting for N CPUs' line; runs once freed, "
+                   "its trial_timeout_s counted from then")
 def test_busy_cpus_wait_with_a_visible_line(ray_cluster: str) -> None:
     @ray.remote(num_cpus=2)
     def other_job(seconds: float) -> None:
@@ -73,23 +75,28 @@ def test_busy_cpus_wait_with_a_visible_line(ray_cluster: str) -> None:
 
     @ray.remote(num_cpus=1)
     def trial() -> str:
+        mark_started()
         time.sleep(3.0)  # long enough to be seen running after the wait
         return "ran"
 
-    held = other_job.remote(4.0)
+    held = other_job.remote(6.0)
     deadline = time.time() + 30
     while ray.available_resources().get("CPU", 0) > 0:  # the other job holds both CPUs
         assert time.time() < deadline, "the placeholder job never started"
         time.sleep(0.1)
     lines: list[str] = []
     ref = trial.remote()
+    deadlines = Deadlines(limit_s=4.5)  # < its 6 s in the queue, > its 3 s of running
+    deadlines.started(ref)
     wait_first([ref], 1, lines.append, check_s=0.5)
     waiting = ("waiting for 1 CPU: 1 trial(s) queued, 0 of the cluster's 2 CPUs free (other "
                "work holds them)")
     assert lines and lines[0] == waiting, lines
     assert lines[-1] == "CPUs free: the waiting trial(s) started", lines
     assert set(lines) == {waiting, lines[-1]}, lines
-    assert ray.get(ref) == "ran"
+    assert ray.get(ref) == "ran"  # the queue's wait did not count toward its time limit
+    assert not deadlines.killed
+    deadlines.close()
     ray.get(held)
 
 

@@ -10,6 +10,7 @@ table lists each with the result of this run, so the README says what the suite 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -63,10 +64,17 @@ def main() -> int:
     parser.add_argument("--check", action="store_true",
                         help="collect only; exit 1 if the README's faults differ from the suite's")
     args = parser.parse_args()
+    os.chdir(ROOT)
+    sys.path.insert(0, str(ROOT))  # sweeper itself, as `python -m pytest` from the root has it
     recorder = FaultRecorder()
     status = pytest.main(["-q", "-p", "no:cacheprovider", *(["--collect-only"] if args.check
                                                              else []), *SUITE],
                          plugins=[recorder])
+    if status != 0 or not recorder.rows:
+        print(f"the fault suite did not {'collect' if args.check else 'run'} cleanly "
+              f"(pytest exit {int(status)}, {len(recorder.rows)} fault tests)")
+        if args.check or not recorder.rows:
+            return 1
     if args.check:
         written = re.findall(r"^\| (.+?) \| (.+?) \| `(\w+)`", README.read_text(), flags=re.M)
         expected = [(f, o, nodeid.split("::")[-1]) for nodeid, (f, o, _) in recorder.rows.items()]
