@@ -20,7 +20,7 @@ from sweeper.result import TrialResult
 from sweeper.trial import run_trial
 
 # A cell-edge link, slow enough that transfers outlast noise, beside the built-in ethernet.
-EDGE_MBPS = 0.4
+EDGE_MBPS = 0.1
 EDGE_PROFILE = f"""
 networks:
   cell_edge:
@@ -96,7 +96,7 @@ def test_a_slower_link_gives_a_longer_round(runs) -> None:
     fast, slow = runs["small"], runs["slow"]
     wire = max(slow.info["wire_by_client"][1].values(), key=lambda v: v["down_bytes"])
     transfer_s = 8 * (wire["up_bytes"] + wire["down_bytes"]) / (EDGE_MBPS * 1e6)
-    assert transfer_s > 5
+    assert transfer_s > 15
     # Transfers overlap with the other client's and with CPU work, and the machine is
     # shared: a quarter of the slowest client's transfer time is a safe margin.
     assert slow.rounds[0].wall_s > fast.rounds[0].wall_s + 0.25 * transfer_s
