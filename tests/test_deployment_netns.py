@@ -31,8 +31,9 @@ networks:
     link_source: a test profile, not a measurement
 """
 
-pytestmark = pytest.mark.skipif(netns.unavailable() is not None,
-                                reason=str(netns.unavailable()))
+pytestmark = [pytest.mark.skipif(netns.unavailable() is not None,
+                                 reason=str(netns.unavailable())),
+              pytest.mark.slow]  # ~2.5 min: three deployments, one over a 0.1 Mbps link
 
 
 def _config(engine: str, profile: str, width: float, **scenario) -> TrialConfig:

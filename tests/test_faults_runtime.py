@@ -205,6 +205,7 @@ def _runs_a_trial(node) -> bool:
     return False
 
 
+@pytest.mark.slow  # ~45 s; the retry's record is also shown by the killed-worker fault
 @pytest.mark.fault("a Ray node removed mid-sweep (ray.cluster_utils)",
                    "Ray re-runs its trial elsewhere; the retry is recorded (tag, `sweeper "
                    "list` column, live line); the sweep finishes")

@@ -63,6 +63,7 @@ finally:
 """
 
 
+@pytest.mark.slow  # ~50 s: a two-node ray.cluster_utils cluster and a sweep on it
 def test_two_nodes_run_two_trials_at_once_one_on_each(tmp_path: Path) -> None:
     space = write_space(tmp_path / "iso.yaml", scenario={**ISOLATED, "rounds": 4},
                         budget={"trials": 2, "parallel": 2})
