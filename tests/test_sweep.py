@@ -8,6 +8,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from conftest import TINY_SCENARIO, kill_driver_when, write_space
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
@@ -98,11 +99,16 @@ def test_killed_sweep_resumes_without_loss_or_duplicates(tmp_path: Path,
     cmd = [sys.executable, "-m", "sweeper.cli", "pareto", "--space", str(space),
            "--store", str(store), "--ray-address", ray_cluster]
 
+    leverages = len(yaml.safe_load(space.read_text())["leverages"])  # none conditional
+
     def one_finished_one_running(study: optuna.Study) -> bool | str:
         states = [t.state for t in study.trials]
         if states.count(TrialState.COMPLETE) == 3:
             return "the sweep finished before it could be interrupted"
-        return TrialState.COMPLETE in states and TrialState.RUNNING in states
+        # running with every value drawn (a trial is RUNNING from `ask`, while its values
+        # are still being suggested one by one)
+        return TrialState.COMPLETE in states and any(
+            t.state == TrialState.RUNNING and len(t.params) == leverages for t in study.trials)
 
     before = kill_driver_when(cmd, store, "killed", one_finished_one_running,
                               tmp_path / "driver.log")
