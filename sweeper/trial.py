@@ -10,27 +10,29 @@ from dataclasses import dataclass
 import torch
 
 from sweeper import speed
+from sweeper.attempts import RoundProgress
 from sweeper.config import Scenario, TrialConfig, engine_of
 from sweeper.energy import (
+    EnergyLedger,
+    NodeMeter,
     RoundUsage,
     co2_g,
     load_profiles,
     measured_node_ledger,
     modeled_ledger,
+    open_node_meter,
+    probe_idle_w,
+    window_meter,
 )
-from sweeper.energy.ledger import EnergyLedger
-from sweeper.energy.node import NodeMeter, open_node_meter, probe_idle_w
-from sweeper.energy.windows import window_meter
+from sweeper.engines import run_trial_federation
+from sweeper.engines.deployment.wire import FIELDS as WIRE_FIELDS
+from sweeper.engines.deployment.wire import wire_summary
 from sweeper.environment import machine
 from sweeper.errors import SweeperError
-from sweeper.fl import run_trial_federation
-from sweeper.fl.server_app import divergence
+from sweeper.fl.server_app import Watchers, divergence
 from sweeper.fl.warmup import warm_up
-from sweeper.fl.wire import FIELDS as WIRE_FIELDS
-from sweeper.fl.wire import wire_summary
 from sweeper.fronts import PruneRule
-from sweeper.kws.dataset import client_partitions, dataset_root, partition_stats
-from sweeper.kws.task import model_info
+from sweeper.kws import client_partitions, dataset_root, model_info, partition_stats
 from sweeper.result import MeterInfo, RoundRecord, TrialResult
 
 
@@ -69,12 +71,18 @@ def _run(config: TrialConfig, prune: PruneRule | None) -> TrialResult:
     plan = meter_plan(config.scenario)
     watcher = (TrialWatcher(plan.node, prune, trial_ledger(config, plan))
                if plan.node is not None or prune is not None else None)
+    if watcher is not None or engine_of(config) == "simulation":
+        # the round, for the live view; deployment relays a watcher only when it has one
+        watcher = Watchers(watcher, RoundProgress())
     engine_info: dict = {}
     started = time.perf_counter()  # the federation's time, not the warm-up's or probe's
+    started_unix = time.time()
     rounds = run_trial_federation(config, watcher, engine_info)
     wire = bool(rounds) and all(stats.wire_by_client for stats in rounds)
     result = _result(config, rounds, trial_ledger(config, plan, wire))
     result.wall_s = time.perf_counter() - started
+    # round r ended at this + the wall times of rounds 1..r (MLflow's metric timestamps)
+    result.info["federation_started_unix"] = started_unix
     result.info.update(engine_info)
     result.info["speed"] = {"torch_threads": rounds[-1].torch_threads}
     result.info["meter_selection"] = plan.selection
@@ -120,11 +128,12 @@ class TrialWatcher:
 
 def _usage(stats) -> RoundUsage:
     wire = stats.wire_by_client.values()
-    return RoundUsage(stats.client_cpu_s, stats.server_cpu_s, stats.bytes_up,
-                      stats.bytes_down, stats.client_flops, stats.node_j, stats.wall_s,
-                      stats.client_window_j,
-                      sum(v[0] for v in wire) if wire else None,
-                      sum(v[1] for v in wire) if wire else None)
+    return RoundUsage(client_cpu_s=stats.client_cpu_s, server_cpu_s=stats.server_cpu_s,
+                      bytes_up=stats.bytes_up, bytes_down=stats.bytes_down,
+                      client_flops=stats.client_flops, node_j=stats.node_j,
+                      wall_s=stats.wall_s, client_window_j=stats.client_window_j,
+                      wire_up=sum(v[0] for v in wire) if wire else None,
+                      wire_down=sum(v[1] for v in wire) if wire else None)
 
 
 @dataclass

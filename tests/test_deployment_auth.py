@@ -18,9 +18,9 @@ import pytest
 import ray
 from flwr.proto.control_pb2 import ListNodesRequest, ListRunsRequest  # pylint: disable=E0611
 
-from sweeper.fl import deployment
-from sweeper.fl.processes import Processes, free_port
-from sweeper.fl.tls import make_credentials
+from sweeper.engines.deployment import federation as deployment
+from sweeper.engines.deployment.processes import Processes, free_port
+from sweeper.engines.deployment.tls import make_credentials
 
 JOIN_TIMEOUT_S = 120.0
 
@@ -172,7 +172,7 @@ def test_a_supernode_that_fails_to_start_leaves_no_key_behind(ray_cluster,
                                                               tmp_path: Path) -> None:
     """A Ray-placed SuperNode that exits at start: the start fails with its name, and its
     actor has deleted the credentials it was handed (written owner-only meanwhile)."""
-    from sweeper.fl.ray_nodes import RaySuperNodes
+    from sweeper.engines.deployment.ray_nodes import RaySuperNodes
 
     seen = tmp_path / "seen"
 

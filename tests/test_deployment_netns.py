@@ -14,8 +14,9 @@ from test_deployment import flower_processes, tiny_config
 
 from sweeper.config import TrialConfig
 from sweeper.energy import load_profiles
-from sweeper.fl import netns
-from sweeper.fl.netns import LinkShape
+from sweeper.engines.deployment import netns
+from sweeper.engines.deployment.kept import KEPT
+from sweeper.engines.deployment.netns import LinkShape
 from sweeper.result import TrialResult
 from sweeper.trial import run_trial
 
@@ -62,6 +63,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TrialResult]:
                    "slow": _run("cell_edge", 1.0)}
         finally:
             load_profiles.cache_clear()
+    KEPT.close()  # the last trial's federation, kept for a next trial
     out["left"] = flower_processes() - before
     for name in ("small", "large", "slow"):  # shown with -s: the protocol overhead measured
         print(name, out[name].rounds[0].wall_s, out[name].info["wire"])
@@ -115,7 +117,7 @@ def test_namespaces_links_and_processes_are_removed(runs) -> None:
 
 STALE = """
 import os, signal
-from sweeper.fl.netns import LinkShape, Network
+from sweeper.engines.deployment.netns import LinkShape, Network
 network = Network(2, LinkShape(up_mbps=40.0, down_mbps=80.0)).__enter__()
 print(network.clients[0].netns[:-len("c0")], flush=True)
 os.kill(os.getpid(), signal.SIGKILL)  # no exit handler runs

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from sweeper.config import Scenario, TrialConfig, resolve_leverages
-from sweeper.fl import run_trial_federation
+from sweeper.engines import run_trial_federation
 
 STOCK = """
 import json, random, sys

@@ -19,7 +19,7 @@ def flowers_count(obj) -> int:
 
 
 def _message(rng: np.random.Generator) -> Message:
-    # a server-side message, as the simulation engine creates them (see fl/simulation.py)
+    # a server-side message, as the simulation engine creates them (see engines/simulation.py)
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, SUPERLINK_NODE_ID
     arrays = ArrayRecord({
         "conv.weight": Array(rng.normal(size=(8, 3, 3, 3)).astype(np.float32)),

@@ -1,29 +1,18 @@
-"""Flower: ClientApp, ServerApp, the accounting strategy, update codecs and the engine.
+"""The trial's Flower apps: the ClientApp, the ServerApp, the accounting strategy, update
+codecs and the glue between Flower records and the keyword-spotting task. What runs them as
+a federation is in `sweeper.engines`.
 
-Nothing here knows about Optuna, Ray Tune or MLflow.
+Nothing here knows about Optuna, Ray or MLflow.
+
+This file imports nothing on purpose (the apps import torch and Flower; the leverage
+catalogue reads the registries without them). The package's face is these modules and
+names; the rest of sweeper uses only them:
+
+- `fl.client_app`: `app` (the ClientApp).
+- `fl.server_app`: `build_server_app`, `serve`, `RoundWatcher`, `Watchers`, `divergence`.
+- `fl.strategy`: `RoundStats` (one round's accounting), `accounted`.
+- `fl.warmup`: `warm_up`, `warm_client`, `warm_server`, `warmup_examples`.
+- `fl.task`: `test_data` (the centralized test split).
+- `fl.codecs`: its `__all__` (the codec registries, `CodecSpec`, `build_codec`, `Codec`).
+- `fl.registry`: `STRATEGIES`, the strategy names (no Flower import).
 """
-
-from __future__ import annotations
-
-from sweeper.config import TrialConfig, engine_of
-from sweeper.fl.strategy import RoundStats
-
-
-def run_trial_federation(config: TrialConfig, watcher=None,
-                         info: dict | None = None) -> list[RoundStats]:
-    """Run the trial's federation on its engine; per-round accounting in round order.
-    `watcher` (a `server_app.RoundWatcher`) is told when rounds start and end; what the
-    engine has to say about the run as a whole (notes, its own byte counts) goes to `info`."""
-    if engine_of(config) == "deployment":
-        from sweeper.fl.deployment import run_federation as deploy
-
-        return deploy(config, watcher, info if info is not None else {})
-
-    from sweeper.fl.client_app import app as client_app
-    from sweeper.fl.server_app import build_server_app
-    from sweeper.fl.simulation import run_federation
-
-    rounds: list[RoundStats] = []
-    server_app = build_server_app(config, rounds.extend, watcher)
-    run_federation(server_app, client_app, config.scenario.num_clients, config.seed)
-    return rounds

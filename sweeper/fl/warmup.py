@@ -15,6 +15,7 @@ per configuration (seed left out: repeats share it) and process.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from functools import lru_cache
 
 from sweeper.config import TrialConfig
@@ -28,9 +29,14 @@ from sweeper.fl.task import (
     to_numpy,
     uplink_codec,
 )
-from sweeper.kws.summarize import select
-from sweeper.kws.task import flops_per_example_of, new_model, reusable_model
-from sweeper.kws.train import evaluate, train
+from sweeper.kws import (
+    TrainSettings,
+    evaluate,
+    flops_per_example_of,
+    new_model,
+    reusable_model,
+    select,
+)
 
 WARMUP_BATCHES = 3
 
@@ -43,15 +49,19 @@ def warmup_examples(count: int, batch_size: int) -> int:
 
 def warm_up(config: TrialConfig) -> None:
     """Warm every client of a simulated trial and the server's evaluation, uncounted."""
-    key = _seedless(config)
     for partition_id in range(config.scenario.num_clients):
-        _warm_client(key, partition_id)
-    _warm_server(key)
+        warm_client(config, partition_id)
+    warm_server(config)
 
 
 def warm_client(config: TrialConfig, partition_id: int) -> None:
     """Run one client's compute path once in this process, uncounted."""
     _warm_client(_seedless(config), partition_id)
+
+
+def warm_server(config: TrialConfig) -> None:
+    """Run the server's evaluation once in this process, uncounted."""
+    _warm_server(_seedless(config))
 
 
 def _seedless(config: TrialConfig) -> str:
@@ -69,14 +79,11 @@ def _warm_client(config_json: str, partition_id: int) -> None:
     flops_per_example_of(config)
     model = reusable_model(config)  # every real call loads the global model into it first
     start = {key: value.detach().numpy().copy() for key, value in model.state_dict().items()}
-    batch = int(lev["batch_size"])
-    n = warmup_examples(len(y), batch)
+    settings = replace(TrainSettings.from_leverages(lev), epochs=1)
+    n = warmup_examples(len(y), settings.batch_size)
     if float(lev["data_fraction"]) < 1.0:
         select(model, x[:n], y[:n], float(lev["data_fraction"]), str(lev["summary"]), 0)
-    train(model, x[:n], y[:n], epochs=1, batch_size=batch, lr=float(lev["lr"]),
-          precision=str(lev["precision"]), seed=0,
-          proximal_mu=float(lev["proximal_mu"]) if lev["strategy"] == "fedprox" else 0.0,
-          optimizer=str(lev["optimizer"]))
+    settings.fit(model, x[:n], y[:n], seed=0)
     if len(y_eval):
         evaluate(model, x_eval, y_eval)
     uplink = build_codec(uplink_codec(lev))

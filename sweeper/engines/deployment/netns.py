@@ -17,9 +17,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweeper.energy.profiles import LinkShape
+from sweeper.energy import LinkShape
+from sweeper.engines.deployment.wire import read_counters
 from sweeper.errors import SweeperError
-from sweeper.fl.wire import read_counters
 from sweeper.runtime import runtime_dir
 
 PREFIX = "sweeper"

@@ -42,6 +42,11 @@ from flwr.supercore.task_identity import TaskIdentity
 from flwr.superlink.federation import NoOpFederationManager
 from flwr.superlink.grid import InMemoryGrid
 
+from sweeper.config import TrialConfig
+from sweeper.fl.client_app import app as client_app
+from sweeper.fl.server_app import RoundWatcher, build_server_app
+from sweeper.fl.strategy import RoundStats
+
 
 class HandOffGrid(InMemoryGrid):
     """Flower's in-memory grid, with the polling taken out of both sides: pushed messages
@@ -190,3 +195,13 @@ def run_federation(server_app: ServerApp, client_app: ClientApp, num_clients: in
         raise errors.get_nowait()
     except Empty:
         pass
+
+
+def run_trial(config: TrialConfig, watcher: RoundWatcher | None = None,
+              info: dict | None = None) -> list[RoundStats]:
+    """The engine's face (see `sweeper.engines`): the trial's apps on the simulation runtime.
+    Nothing to add to `info`: there is no wire and no process of its own."""
+    rounds: list[RoundStats] = []
+    server_app = build_server_app(config, rounds.extend, watcher)
+    run_federation(server_app, client_app, config.scenario.num_clients, config.seed)
+    return rounds

@@ -18,7 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
@@ -41,29 +41,36 @@ from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
 
 import sweeper
 from sweeper.config import TrialConfig
-from sweeper.energy.profiles import link_shape
-from sweeper.errors import SweeperError
-from sweeper.fl.deploy_apps import (
+from sweeper.energy import link_shape
+from sweeper.engines.deployment import OWNER_ENV
+from sweeper.engines.deployment.apps import (
     STATS_PATH,
     TRIAL_CONFIG,
     WATCHER_DIR,
     WIRE_INTERFACES,
     read_stats,
 )
-from sweeper.fl.gateway import gateway_argv
-from sweeper.fl.netns import Network, unavailable
-from sweeper.fl.processes import Processes, free_port, wait_listening
-from sweeper.fl.ray_nodes import RaySuperNodes
-from sweeper.fl.relay import Answerer
+from sweeper.engines.deployment.gateway import gateway_argv
+from sweeper.engines.deployment.kept import KEPT, shape
+from sweeper.engines.deployment.netns import Network, unavailable
+from sweeper.engines.deployment.processes import Processes, free_port, wait_listening
+from sweeper.engines.deployment.ray_nodes import RaySuperNodes
+from sweeper.engines.deployment.relay import Answerer
+from sweeper.engines.deployment.superexec import announce, failed_file, ready_file
+from sweeper.engines.deployment.tls import Credentials, make_credentials
+from sweeper.errors import SweeperError
 from sweeper.fl.strategy import RoundStats
-from sweeper.fl.tls import Credentials, make_credentials
-from sweeper.kws.task import trial_data
+from sweeper.kws import trial_data
 
 HOST = "127.0.0.1"
-OWNER_ENV = "SWEEPER_DEPLOYMENT_OWNER"
+ANNOUNCEMENTS = "announcements"  # where the SuperExecs learn the next trial (superexec.py)
+
 START_TIMEOUT_S = 60.0
+# A new federation's SuperExecs import torch and warm up first: minutes on a loaded machine.
+WARM_TIMEOUT_S = 600.0
 ROUND_TIMEOUT_S = 1800.0  # a run is given this much per round (and one more) to finish
-POLL_S = 0.2  # run status
+STATUS_POLL_S = 1.0  # the run's status, while it runs
+LOCAL_POLL_S = 0.02  # the ServerApp's rounds file
 ANSWER_S = 0.002  # the ServerApp's calls to the trial's watcher
 log = logging.getLogger(__name__)
 
@@ -78,8 +85,8 @@ license = "Apache-2.0"
 publisher = "sweeper"
 
 [tool.flwr.app.components]
-serverapp = "sweeper.fl.deploy_apps:server_app"
-clientapp = "sweeper.fl.deploy_apps:client_app"
+serverapp = "sweeper.engines.deployment.apps:server_app"
+clientapp = "sweeper.engines.deployment.apps:client_app"
 
 [tool.flwr.app.config]
 trial-config = ""
@@ -110,20 +117,51 @@ class Federation:
     network: Network | None  # the clients' namespaces and links, if any
     ca: Path | None = None  # the CA that signed the SuperLink's certificate, with TLS
     remote: RaySuperNodes | None = None  # SuperNodes placed by Ray, if so
+    warm: list[str] = field(default_factory=lambda: ["server"])  # SuperExecs told of trials
+    trials: int = 0  # trials announced so far
+    notes: list[str] = field(default_factory=list)  # what could not be done as asked
+    closing: contextlib.ExitStack | None = None  # what `close` ends
+
+    def close(self) -> None:
+        if self.closing is not None:
+            self.closing.close()
 
     def exited(self) -> str | None:
         """The first of the federation's processes to have ended, and how; or None."""
         return self.procs.exited() or (self.remote.exited() if self.remote else None)
 
 
-def run_federation(config: TrialConfig, watcher=None,
-                   info: dict | None = None) -> list[RoundStats]:
-    """Run the trial on a SuperLink and `num_clients` SuperNodes; every process, namespace
-    and link is gone when this returns or raises. `info` receives `engine_notes` (what
-    could not be done as asked) and `flower_run_bytes` (Flower's own count of the run's
-    bytes, as `flwr ls` shows it)."""
+def run_trial(config: TrialConfig, watcher=None,
+              info: dict | None = None) -> list[RoundStats]:
+    """Run the trial as one Flower run on a SuperLink and `num_clients` SuperNodes: the
+    federation kept from this process's last trial if it has the same shape (`kept.py`),
+    else a new one. It is kept for the next trial if this one ends well, else closed:
+    every process, namespace and link is then gone when this raises. `info` receives
+    `engine_notes` (what could not be done as asked), `flower_run_bytes` (Flower's own count
+    of the run's bytes, as `flwr ls` shows it) and whether the federation was `reused`."""
     info = info if info is not None else {}
     trial_data(config)  # corpus and features cached once, before any process reads them
+    wanted = shape(config)
+    federation = KEPT.take(wanted)
+    info["federation_reused"] = federation is not None
+    try:
+        if federation is None:
+            federation = open_federation(config)
+        info["engine_notes"] = list(federation.notes)
+        if federation.remote is not None:
+            info["supernodes"] = federation.remote.placement
+        rounds = run(federation, config, watcher, info)
+    except BaseException:
+        if federation is not None:
+            federation.close()
+        raise
+    KEPT.keep(wanted, federation)
+    return rounds
+
+
+def open_federation(config: TrialConfig) -> Federation:
+    """Start the processes (and namespaces) of a federation for `config`; closing the
+    federation ends them all and deletes its folder."""
     home = Path(tempfile.mkdtemp(prefix="sweeper-deploy-"))
     procs = Processes(home)
     with contextlib.ExitStack() as stack:
@@ -131,10 +169,9 @@ def run_federation(config: TrialConfig, watcher=None,
         network, notes = _network(config, stack)
         stack.callback(procs.close)  # processes go before their namespaces
         federation = start(config, home, procs, network, stack)
-        info["engine_notes"] = notes + (network.notes if network else [])
-        if federation.remote is not None:
-            info["supernodes"] = federation.remote.placement
-        return run(federation, config, watcher, info)
+        federation.notes = notes + (network.notes if network else [])
+        federation.closing = stack.pop_all()
+    return federation
 
 
 def _network(config: TrialConfig, stack: contextlib.ExitStack
@@ -163,10 +200,20 @@ def _env(home: Path) -> dict[str, str]:
     env["FLWR_HOME"] = str(home / "flwr")
     env["HOME"] = str(home)
     env["PYTHONUNBUFFERED"] = "1"
+    env["FLWR_TELEMETRY_ENABLED"] = "0"  # no event leaves the machine
     env[OWNER_ENV] = str(os.getpid())  # inherited by every process below: whose they are
     for legacy in (FLWR_INTERNAL_GRPC_CONTROL_API, FLWR_INTERNAL_GRPC_FLEET_API):
         env.pop(legacy, None)  # Flower's gRPC APIs would bind 0.0.0.0
     return env
+
+
+def superexec_argv(runtime_api: str, ca: Path | None, name: str, role: str,
+                   announcements: Path | None) -> list[str]:
+    """Our SuperExec (`superexec.py`) for the Runtime API at `runtime_api`."""
+    return [sys.executable, "-m", "sweeper.engines.deployment.superexec",
+            "--runtime-api-address", runtime_api, "--name", name, "--role", role,
+            *(["--root-certificates", str(ca)] if ca else []),
+            *(["--announcements", str(announcements)] if announcements else [])]
 
 
 def _bin(name: str) -> str:
@@ -196,6 +243,7 @@ def start_link(home: Path, procs: Processes, env: dict[str, str], fleet_host: st
     """Start the SuperLink on 127.0.0.1 (with a certificate and `nodes` registered
     SuperNode keys if asked) and, if its SuperNodes reach it at `fleet_host`, a Fleet
     gateway there; and the SuperExec that runs its ServerApps."""
+    (home / ANNOUNCEMENTS).mkdir(exist_ok=True)
     creds = (make_credentials(home / "tls", [fleet_host, HOST], nodes if auth else 0,
                               keys_on_disk) if tls or auth else None)
     served = (["--ssl-certfile", str(creds.cert), "--ssl-keyfile", str(creds.key),
@@ -210,9 +258,9 @@ def start_link(home: Path, procs: Processes, env: dict[str, str], fleet_host: st
         gateway = _listening(procs, "fleet-gateway", fleet_host, lambda p: gateway_argv(
             sys.executable, fleet_host, p, control, creds), env)
         fleet = f"{fleet_host}:{gateway}"
-    to_link = ["--root-certificates", str(creds.ca)] if creds else ["--insecure"]
-    procs.start("superexec-link", [_bin("flower-superexec"), *to_link,
-                                   "--runtime-api-address", control], env)
+    procs.start("superexec-link", superexec_argv(control, creds.ca if creds else None,
+                                                 "server", "server", home / ANNOUNCEMENTS),
+                env)
     if creds is not None and auth:
         _register_nodes(control, creds)
     return Link(control, fleet, creds, auth)
@@ -238,20 +286,23 @@ def start(config: TrialConfig, home: Path, procs: Processes,
                       scenario.num_clients, keys_on_disk=not on_ray)
     creds, fleet = link.creds, link.fleet  # (`commands` goes to the actors: no keys in it)
 
+    # SuperNodes on other machines have no folder of ours to read trials from.
+    announcements = None if on_ray else home / ANNOUNCEMENTS
+
     def commands(partition: int, node_port: int, ca: Path | None, key: Path | None
                  ) -> list[tuple[str, list[str]]]:
         # The SuperNode's own Runtime API (for its ClientApps) stays on its loopback.
         prefix = network.exec_prefix(partition) if network else []
         return [(f"supernode-{partition}", [
-            *prefix, _bin("flower-supernode"),
+            *prefix, sys.executable, "-m", "sweeper.engines.deployment.supernode",
             *(["--root-certificates", str(ca)] if ca else ["--insecure"]),
             *(["--auth-supernode-private-key", str(key)] if key else []),
             "--superlink", fleet,
             "--node-config", f"partition-id={partition} num-partitions={scenario.num_clients}",
             "--isolation", "process", "--host", HOST, "--port", str(node_port)]),
             (f"superexec-{partition}", [
-                *prefix, _bin("flower-superexec"), "--insecure",
-                "--runtime-api-address", f"{HOST}:{node_port}"])]
+                *prefix, *superexec_argv(f"{HOST}:{node_port}", None, f"client-{partition}",
+                                         str(partition), announcements)])]
 
     if on_ray:
         remote = RaySuperNodes(scenario.num_clients, commands, env, creds.ca.read_bytes(),
@@ -264,7 +315,8 @@ def start(config: TrialConfig, home: Path, procs: Processes,
         for name, argv in commands(partition, free_port(HOST), creds.ca if creds else None,
                                    key):
             procs.start(name, argv, env)
-    return Federation(procs, home, link.control, network, creds.ca if creds else None)
+    return Federation(procs, home, link.control, network, creds.ca if creds else None,
+                      warm=["server", *(f"client-{p}" for p in range(scenario.num_clients))])
 
 
 def _register_nodes(control: str, creds: Credentials) -> None:
@@ -292,17 +344,41 @@ def _control(address: str, ca: Path | None = None) -> ControlHttpClient:
         interceptors=[RuntimeVersionHttpInterceptor(component_name="sweeper")])
 
 
+def _announce(federation: Federation, config: TrialConfig) -> None:
+    """Tell the federation's SuperExecs the trial, and wait until they are warm for it
+    (so that no round's wall time carries the warm-up)."""
+    folder = federation.home / ANNOUNCEMENTS
+    federation.trials += 1
+    announce(folder, federation.trials, config.to_json())
+    deadline = time.monotonic() + WARM_TIMEOUT_S
+    while not all(ready_file(folder, name, federation.trials).exists()
+                  for name in federation.warm):
+        for name in federation.warm:
+            failed = failed_file(ready_file(folder, name, federation.trials))
+            if failed.exists():
+                raise SweeperError(f"deployment: {name} could not warm up for the trial: "
+                                   f"{failed.read_text()}")
+        if dead := federation.exited():
+            raise SweeperError(f"deployment: {dead} while warming for the trial")
+        if time.monotonic() > deadline:
+            raise SweeperError(f"deployment: SuperExecs not warm after {WARM_TIMEOUT_S:g} s")
+        time.sleep(0.01)
+
+
 def run(federation: Federation, config: TrialConfig, watcher=None,
         info: dict | None = None) -> list[RoundStats]:
     """Start the trial's run on the federation and wait for it to finish, answering the
     ServerApp's calls to `watcher` (a `server_app.RoundWatcher`) meanwhile."""
-    stats_path = federation.home / "rounds.json"
+    _announce(federation, config)
+    folder = federation.home / f"trial-{federation.trials}"  # this run's files
+    folder.mkdir()
+    stats_path = folder / "rounds.json"
     overrides = {TRIAL_CONFIG: config.to_json(), STATS_PATH: str(stats_path),
                  WIRE_INTERFACES: ",".join(c.host_if for c in federation.network.clients)
                  if federation.network else ""}
     answerer = None
     if watcher is not None:
-        relay_dir = federation.home / "watcher"
+        relay_dir = folder / "watcher"
         relay_dir.mkdir()
         overrides[WATCHER_DIR] = str(relay_dir)
         answerer = Answerer(relay_dir, watcher)
@@ -319,10 +395,14 @@ def run(federation: Federation, config: TrialConfig, watcher=None,
         while True:
             if answerer is not None:
                 answerer.poll()
-            if time.monotonic() < next_check:
-                time.sleep(ANSWER_S if answerer is not None else POLL_S)
+            # The run's status is asked of the SuperLink (a request it must serve) once a
+            # second, and often once the ServerApp has written its rounds (a local file).
+            if time.monotonic() < next_check and not stats_path.exists():
+                time.sleep(ANSWER_S if answerer is not None else LOCAL_POLL_S)
                 continue
-            next_check = time.monotonic() + POLL_S
+            next_check = time.monotonic() + STATUS_POLL_S
+            if stats_path.exists():
+                time.sleep(LOCAL_POLL_S)
             run = control.ListRuns(ListRunsRequest(run_id=run_id)).run_dict[run_id]
             if run.status.status == Status.FINISHED:
                 break

@@ -7,22 +7,24 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Iterable
 from pathlib import Path
 
-from flwr.app import Context
+from flwr.app import Context, Message
 from flwr.serverapp import Grid, ServerApp
 
 from sweeper.config import TrialConfig
+from sweeper.engines.deployment.relay import RelayedWatcher
+from sweeper.engines.deployment.wire import WireCounters
 from sweeper.fl.client_app import app as client_app
-from sweeper.fl.relay import RelayedWatcher
 from sweeper.fl.server_app import Watchers, serve
 from sweeper.fl.strategy import RoundStats
-from sweeper.fl.wire import WireCounters
 
 TRIAL_CONFIG = "trial-config"
 STATS_PATH = "stats-path"
 WIRE_INTERFACES = "wire-interfaces"  # the clients' host-side veths, by partition, comma-joined
-WATCHER_DIR = "watcher-dir"  # where the trial's RoundWatcher is asked (see fl/relay.py)
+WATCHER_DIR = "watcher-dir"  # where the trial's RoundWatcher is asked (see relay.py)
 
 server_app = ServerApp()
 __all__ = ["client_app", "server_app", "write_stats"]
@@ -45,7 +47,53 @@ def main(grid: Grid, context: Context) -> None:
         write_stats(path, rounds)
 
     watchers = Watchers(counters, relayed)
-    serve(grid, config, done, watchers if watchers.watchers else None)
+    serve(PromptGrid(grid), config, done, watchers if watchers.watchers else None)
+
+
+class PromptGrid(Grid):
+    """The SuperLink's grid, pulling replies every few milliseconds (backing off to
+    `SLOWEST_PULL_S` while clients train) where Flower's `send_and_receive` waits a fixed
+    3 s between pulls."""
+
+    FIRST_PULL_S = 0.02
+    SLOWEST_PULL_S = 0.2
+
+    def __init__(self, grid: Grid) -> None:
+        self.grid = grid
+
+    def set_run(self, run) -> None:
+        self.grid.set_run(run)
+
+    @property
+    def run(self):
+        return self.grid.run
+
+    def create_message(self, *args, **kwargs) -> Message:
+        return self.grid.create_message(*args, **kwargs)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return self.grid.get_node_ids()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        return self.grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return self.grid.pull_messages(message_ids)
+
+    def send_and_receive(self, messages: Iterable[Message], *,
+                         timeout: float | None = None) -> Iterable[Message]:
+        waiting = set(self.push_messages(messages))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        replies: list[Message] = []
+        wait_s = self.FIRST_PULL_S
+        while waiting and (deadline is None or time.monotonic() < deadline):
+            pulled = list(self.pull_messages(waiting))
+            replies.extend(pulled)
+            waiting -= {m.metadata.reply_to_message_id for m in pulled}
+            if waiting:
+                time.sleep(wait_s)
+                wait_s = min(wait_s * 1.5, self.SLOWEST_PULL_S)
+        return replies
 
 
 def write_stats(path: Path, rounds: list[RoundStats]) -> None:

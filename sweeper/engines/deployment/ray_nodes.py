@@ -22,9 +22,9 @@ from pathlib import Path
 
 import ray
 
+from sweeper.engines.deployment.processes import Processes, free_port, wait_listening
+from sweeper.engines.deployment.tls import write_private
 from sweeper.errors import SweeperError
-from sweeper.fl.processes import Processes, free_port, wait_listening
-from sweeper.fl.tls import write_private
 
 START_TIMEOUT_S = 60.0
 

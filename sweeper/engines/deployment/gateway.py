@@ -13,7 +13,7 @@ import re
 import ssl
 from collections.abc import Sequence
 
-from sweeper.fl.tls import Credentials
+from sweeper.engines.deployment.tls import Credentials
 
 # What the gateway forwards: Fleet API calls (all POST /v1/fleet/<method>), nothing else.
 # A strict match, not a prefix: an HTTP client would resolve "/v1/fleet/../control/...".
@@ -28,7 +28,7 @@ def gateway_argv(python: str, host: str, port: int, upstream: str,
     (host:port of the SuperLink), with the SuperLink's certificate if it has one."""
     tls = (["--cert", str(creds.cert), "--key", str(creds.key), "--ca", str(creds.ca)]
            if creds else [])
-    return [python, "-m", "sweeper.fl.gateway", "--host", host, "--port", str(port),
+    return [python, "-m", "sweeper.engines.deployment.gateway", "--host", host, "--port", str(port),
             "--upstream", upstream, *tls]
 
 
