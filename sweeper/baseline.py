@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
 from sweeper.config import TrialConfig
-from sweeper.energy import RoundUsage
-from sweeper.energy.ledger import EnergyLedger, PayloadBytesMeter
-from sweeper.energy.windows import client_window
+from sweeper.energy import EnergyLedger, PayloadBytesMeter, RoundUsage, client_window
 from sweeper.fl.task import test_data
 from sweeper.fl.warmup import warmup_examples
-from sweeper.kws.dataset import client_partitions
-from sweeper.kws.task import flops_per_example_of, model_info, new_model, trial_data
-from sweeper.kws.train import evaluate, train
+from sweeper.kws import (
+    TrainSettings,
+    client_partitions,
+    evaluate,
+    flops_per_example_of,
+    model_info,
+    new_model,
+    trial_data,
+)
 from sweeper.result import MeterInfo
 from sweeper.trial import MeterPlan, meter_plan, trial_ledger
 
@@ -73,16 +77,13 @@ def run_baseline(config: TrialConfig, epochs: int) -> BaselineResult:
     pooled = sorted(i for part in client_partitions(config.scenario, config.seed) for i in part)
     x, y = data.x[pooled], data.y[pooled]
     x_test, y_test = test_data(config)
-    lev = config.leverages
-    settings = {"batch_size": int(lev["batch_size"]), "lr": float(lev["lr"]),
-                "precision": str(lev["precision"]), "optimizer": str(lev["optimizer"])}
+    settings = baseline_settings(config)
     model = new_model(config)
     train_flops = flops_per_example_of(config)[0] * len(y)  # as the ClientApp counts them
     result = BaselineResult(examples=len(y), model=model_info(config))
     threads = torch.get_num_threads()
     # the thread count a trial's clients train with: CPU time (hence joules) depends on it
-    torch.set_num_threads(int(lev.get("threads_per_client") or
-                              max(1, config.scenario.cpus_per_trial)))
+    torch.set_num_threads(settings.threads or max(1, config.scenario.cpus_per_trial))
     try:
         _warm_up(model, x, y, x_test, y_test, settings)
         plan = meter_plan(config.scenario)
@@ -97,7 +98,7 @@ def run_baseline(config: TrialConfig, epochs: int) -> BaselineResult:
                 plan.node.start()
             with client_window(config.scenario.meters, config.scenario.isolation) as window:
                 cpu = time.process_time()
-                train(model, x, y, epochs=1, seed=config.seed * 1_000_003 + epoch, **settings)
+                settings.fit(model, x, y, seed=config.seed * 1_000_003 + epoch)
                 train_cpu_s = time.process_time() - cpu
             cpu = time.process_time()
             loss, accuracy = evaluate(model, x_test, y_test)
@@ -118,6 +119,13 @@ def run_baseline(config: TrialConfig, epochs: int) -> BaselineResult:
     return result
 
 
+def baseline_settings(config: TrialConfig) -> TrainSettings:
+    """The trial's client training settings, one epoch at a time (the loop above counts the
+    epochs) and without FedProx's proximal term: centrally there is no global model to
+    anchor to."""
+    return replace(TrainSettings.from_leverages(config.leverages), epochs=1, proximal_mu=0.0)
+
+
 def _compute_ledger(config: TrialConfig, plan: MeterPlan) -> EnergyLedger:
     """A trial's ledger for this configuration and meter plan, without its communication
     meter: pricing 0 bytes would still show a "0 J communication" line, read as a fact."""
@@ -126,10 +134,10 @@ def _compute_ledger(config: TrialConfig, plan: MeterPlan) -> EnergyLedger:
 
 
 def _warm_up(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor,
-             y_test: torch.Tensor, settings: dict[str, Any]) -> None:
+             y_test: torch.Tensor, settings: TrainSettings) -> None:
     """The epoch's compute once, uncounted, so the first epoch does not pay the process's
     cold start (see `fl/warmup.py`): a copy of the model trains on a few batches, sized so
     the last batch has the shape of an epoch's last batch, then one test evaluation."""
-    n = warmup_examples(len(y), settings["batch_size"])
-    train(copy.deepcopy(model), x[:n], y[:n], epochs=1, seed=0, **settings)
+    n = warmup_examples(len(y), settings.batch_size)
+    settings.fit(copy.deepcopy(model), x[:n], y[:n], seed=0)
     evaluate(model, x_test, y_test)

@@ -3,6 +3,8 @@
 `LEVERAGES` is the one place that says which knobs the engine has, what values they take and
 what a trial uses when a space leaves them out. `space.py` validates YAML against it and the
 trial reads resolved values from `TrialConfig.leverages`, so a knob is added in one place.
+A plug-in leverage's choices are its registry's names (codecs, strategies, models,
+summaries), so a plug-in is added in its registry only; tests/test_registries.py checks both.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sweeper.errors import StoreError
+from sweeper.engines.registry import ENGINES
+from sweeper.fl.codecs import DOWNLINK_CODECS, LOSSLESS, UPLINK_CODECS
+from sweeper.fl.registry import STRATEGIES
+from sweeper.kws import MODELS, SUMMARIES
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,7 @@ LEVERAGES: dict[str, LeverageSpec] = {
     ),
     "model": LeverageSpec(
         "categorical", "cnn_small", "keyword-spotting network",
-        choices=("cnn_small", "ds_cnn_s", "ds_cnn_m", "ds_cnn_l"),
+        choices=tuple(MODELS),
     ),
     "width": LeverageSpec("float", 1.0, "multiplier of the model's channel counts", low=0.1,
                           high=4.0),
@@ -49,11 +54,11 @@ LEVERAGES: dict[str, LeverageSpec] = {
     "hop_ms": LeverageSpec("float", 20.0, "hop between windows (ms)", low=5.0, high=50.0),
     "update_codec": LeverageSpec(
         "categorical", "none", "encoding of the client's update on the uplink",
-        choices=("none", "fp16", "bf16", "int8", "int4", "topk"),
+        choices=tuple(UPLINK_CODECS),
     ),
     "downlink_codec": LeverageSpec(
         "categorical", "none", "encoding of the global model on the downlink",
-        choices=("none", "fp16", "bf16", "int8", "int4"),
+        choices=tuple(DOWNLINK_CODECS),
     ),
     "quant_granularity": LeverageSpec(
         "categorical", "tensor", "int8/int4 scales per tensor or per output channel",
@@ -66,12 +71,11 @@ LEVERAGES: dict[str, LeverageSpec] = {
                                high=1.0),
     "lossless": LeverageSpec(
         "categorical", "none", "lossless stage after the codec, both directions",
-        choices=("none", "zstd", "lz4"),
+        choices=tuple(LOSSLESS),
     ),
     "strategy": LeverageSpec(
         "categorical", "fedavg", "server aggregation (flwr.serverapp.strategy)",
-        choices=("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedavgm",
-                 "fedmedian"),
+        choices=tuple(STRATEGIES),
     ),
     "proximal_mu": LeverageSpec("float", 0.01, "FedProx proximal weight", low=0.0, high=100.0),
     "server_lr": LeverageSpec("float", None, "FedOpt eta / FedAvgM server learning rate "
@@ -95,7 +99,7 @@ LEVERAGES: dict[str, LeverageSpec] = {
     "data_fraction": LeverageSpec("float", 1.0, "share of its examples a client trains on per "
                                   "round", low=1e-3, high=1.0),
     "summary": LeverageSpec("categorical", "random", "which examples (data_fraction < 1)",
-                            choices=("random", "loss", "coreset")),
+                            choices=tuple(SUMMARIES)),
     "threads_per_client": LeverageSpec("int", None, "torch intra-op threads while a client "
                                        "computes (default: the trial's CPUs)", low=1, high=256),
     "cpu_governor": LeverageSpec("categorical", None, "Linux cpufreq governor of the node",
@@ -108,7 +112,7 @@ LEVERAGES: dict[str, LeverageSpec] = {
     "batch_size": LeverageSpec("int", 32, "local mini-batch size", low=1, high=4096),
     "engine": LeverageSpec("categorical", None, "Flower runtime: in-process simulation, or "
                            "SuperLink and SuperNode processes (default: scenario.engine)",
-                           choices=("simulation", "deployment")),
+                           choices=tuple(ENGINES)),
 }
 
 
@@ -167,16 +171,6 @@ class TrialConfig:
     def from_json(cls, text: str) -> TrialConfig:
         return cls.from_dict(json.loads(text))
 
-    @classmethod
-    def from_mlflow_run(cls, run_id: str, tracking_uri: str | None = None) -> TrialConfig:
-        """Rebuild the exact configuration a logged trial ran with."""
-        from sweeper.tracking import load_trial_config_json
-
-        text = load_trial_config_json(run_id, tracking_uri)
-        if text is None:
-            raise StoreError(f"MLflow run {run_id} has no trial_config.json artifact")
-        return cls.from_json(text)
-
 
 def resolve_leverages(values: dict[str, Any], scenario: Scenario) -> dict[str, Any]:
     """Every known leverage with a value: the given ones, else the catalogue's default."""
@@ -192,6 +186,44 @@ def resolve_leverages(values: dict[str, Any], scenario: Scenario) -> dict[str, A
 def engine_of(config: TrialConfig) -> str:
     """The trial's Flower runtime: its `engine` leverage, else its scenario's."""
     return str(config.leverages.get("engine") or config.scenario.engine)
+
+
+def inapplicable(config: TrialConfig) -> set[str]:
+    """Names of the settings (leverages, and scenario fields as `scenario.<field>`) that had
+    no effect on this trial: a strategy's options under another strategy, a codec's options
+    under another codec, `None` (Flower's or the scenario's default), ..."""
+    lev, scenario = config.leverages, config.to_dict()["scenario"]
+    quantized = {lev.get("update_codec"), lev.get("downlink_codec")} & {"int8", "int4"}
+    strategy = lev.get("strategy")
+    applies = {
+        "proximal_mu": strategy == "fedprox",
+        "server_momentum": strategy == "fedavgm",
+        "server_lr": strategy in ("fedadam", "fedyogi", "fedadagrad", "fedavgm"),
+        "beta_1": strategy in ("fedadam", "fedyogi"),
+        "beta_2": strategy in ("fedadam", "fedyogi"),
+        "tau": strategy in ("fedadam", "fedyogi", "fedadagrad"),
+        "quant_granularity": bool(quantized),
+        "stochastic_rounding": bool(quantized),
+        "topk_ratio": lev.get("update_codec") == "topk",
+        "n_mfcc": lev.get("features") == "mfcc",
+        "summary": float(lev.get("data_fraction", 1.0)) < 1.0,
+        "cpu_freq_khz": lev.get("cpu_governor") == "userspace",
+    }
+    out = {name for name, used in applies.items() if name in lev and not used}
+    out |= {name for name, value in lev.items() if value is None}
+    deployment = engine_of(config) == "deployment"
+    scenario_applies = {
+        "corpus_speakers": scenario["dataset"] == "synthetic",
+        "corpus_takes": scenario["dataset"] == "synthetic",
+        "corpus_seed": scenario["dataset"] == "synthetic",
+        "dirichlet_alpha": scenario["partition"] == "dirichlet",
+        "deploy_network": deployment, "deploy_placement": deployment,
+        "deploy_tls": deployment, "deploy_node_auth": deployment,
+        "idle_probe_s": scenario["isolation"] == "node",
+    }
+    out |= {f"scenario.{name}" for name, used in scenario_applies.items() if not used}
+    out |= {f"scenario.{name}" for name, value in scenario.items() if value is None}
+    return out
 
 
 def clients_count(value: float | int | None, num_clients: int) -> int:

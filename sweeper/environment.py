@@ -21,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 
 import sweeper
-from sweeper.energy.rapl import PowercapRapl, RaplUnavailable
+from sweeper.energy import PowercapRapl, RaplUnavailable
 from sweeper.speed import _cpufreq_files as cpufreq_files  # the files speed.py sets
 
 PACKAGES = ("flwr", "ray", "torch", "torchaudio", "optuna", "mlflow", "numpy", "zeus")

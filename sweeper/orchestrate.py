@@ -36,7 +36,7 @@ from sweeper.resources import refuse_unsatisfiable, wait_first
 from sweeper.result import MeterInfo, TrialResult, energy_to_accuracy
 from sweeper.space import SearchSpace
 from sweeper.store_lock import store_lock
-from sweeper.tracking import Tracker
+from sweeper.tracking import Tracker, ui_url
 from sweeper.trial import prepare, run_trial
 
 RAY_SYSTEM_RETRIES = 2
@@ -52,6 +52,9 @@ class SweepProgress:
     failed: int = 0
     retried: int = 0  # Ray re-ran a trial's task (its worker or node was lost)
     running: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # trial number -> repeat -> Ray task id (hex) of each running repeat: the live view
+    # reads its round there (attempts.trial_round)
+    tasks: dict[int, dict[int, str]] = field(default_factory=dict)
     front: list[optuna.trial.FrozenTrial] = field(default_factory=list)
     dashboard_url: str | None = None
     last_event: str = ""
@@ -71,10 +74,11 @@ def new_sweep_name(space: SearchSpace) -> str:
 
 
 def start_ray(address: str | None, num_cpus: int | None = None,
-              dashboard: bool = True) -> tuple[bool, str | None]:
+              dashboard: bool = True, sweep: str | None = None) -> tuple[bool, str | None]:
     """Connect to (or start) Ray. Returns (started_here, dashboard_url). A Ray started here
     listens on 127.0.0.1 only; one at `address` is shown the token that `RAY_AUTH_MODE=token`
-    and `RAY_AUTH_TOKEN_PATH` in the environment name, if they do."""
+    and `RAY_AUTH_TOKEN_PATH` in the environment name, if they do. The driver's Ray job is
+    named after `sweep` (its namespace and metadata, on the Ray dashboard's jobs page)."""
     import ipaddress
 
     from ray._private import ray_constants
@@ -84,6 +88,9 @@ def start_ray(address: str | None, num_cpus: int | None = None,
         return False, None
     env = {k: os.environ[k] for k in ("SWEEPER_CACHE", "SWEEPER_PROFILES") if k in os.environ}
     kwargs: dict[str, Any] = {"runtime_env": {"env_vars": env}} if env else {}
+    if sweep:
+        kwargs["namespace"] = f"sweeper-{sweep}"
+        kwargs["job_config"] = ray.job_config.JobConfig(metadata={"sweeper.sweep": sweep})
     if address:
         if os.environ.get("RAY_AUTH_MODE") == "token":
             # Ray 2.55 reads RAY_AUTH_* when it is imported; `--cluster` sets them later
@@ -246,25 +253,12 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
     sweep = sweep or new_sweep_name(space)
     if resume:  # an unknown sweep is refused before anything is made or started
         studies.load_existing(sweep, store)
-    started_ray, dashboard_url = start_ray(ray_address, dashboard=dashboard)
+    started_ray, dashboard_url = start_ray(ray_address, dashboard=dashboard, sweep=sweep)
     if stop is not None:
         stop.install()  # again: connecting to Ray put its own SIGTERM handler in
     refuse_unsatisfiable(space, shutdown=started_ray)  # Ray would queue it for ever
     prepare(space.scenario, space.seed, on_prepare)  # data once, before any trial
-    store = Path(store)
-    store.mkdir(parents=True, exist_ok=True)
-    with store_lock(store):  # a new sweep is whole (or gone) before another process looks
-        study = studies.open_study(space, sweep, store, create=not resume)
-        with studies.discarded_on_failure(sweep, store, created=not resume):
-            tracker = Tracker(store)
-            parent = tracker.sweep_run(sweep, create=not resume)
-            if not resume:
-                tracker.log_sweep_file(parent, space.path)
-                tracker.log_sweep_params(parent, {
-                    "space": space.path.name, "sampler": space.sampler,
-                    "budget.trials": space.trials, "budget.repeats": space.repeats,
-                    "budget.parallel": space.parallel})
-                tracker.log_environment(parent, command)
+    study, tracker, parent = _open_stores(space, Path(store), sweep, resume, command)
     # trials run by a resumed driver record how its environment differs from the sweep's
     elsewhere = tracker.environment_changes(parent, sweep_environment()) if resume else None
     trial_runs = _relog_missing(study, tracker, parent, space)
@@ -284,16 +278,13 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
     started = time.monotonic()
 
     def may_start() -> bool:
-        if space.wall_clock_s is not None and time.monotonic() - started > space.wall_clock_s:
-            progress.last_event = f"wall-clock budget of {space.wall_clock_s:g} s reached"
-            return False  # running trials finish and are kept; no new one starts
-        if space.energy_budget_j is not None:
-            spent = _spent_j(study, configs)
-            if spent >= space.energy_budget_j:
-                progress.last_event = (f"energy budget reached: {spent:.4g} J of "
-                                       f"{space.energy_budget_j:g} J")
-                return False
-        return True
+        """No budget is used up (running trials finish and are kept; no new one starts)."""
+        reason = wall_clock_stop(space.wall_clock_s, time.monotonic() - started)
+        if reason is None and space.energy_budget_j is not None:
+            reason = energy_budget_stop(space.energy_budget_j, _spent_j(study, configs))
+        if reason is not None:
+            progress.last_event = reason
+        return reason is None
 
     def next_work() -> tuple[Configuration, int] | None:
         """The next repeat to start: of a configuration in flight (started configurations
@@ -304,11 +295,11 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
                 return config, repeat
         if not may_start():
             return None
-        if getattr(study.sampler, "exhausted", False):
+        if grid_exhausted(study.sampler):
             progress.last_event = "grid exhausted"
             return None
         finished = sum(studies.is_finished(t) for t in study.get_trials(deepcopy=False))
-        if finished + len(configs) >= space.trials:
+        if trials_reached(space.trials, finished, len(configs)):
             return None
         proposal = studies.ask_new(study, space)
         if proposal is None:
@@ -330,6 +321,8 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
             config, repeat = work
             trial_config = space.trial_config(config.sampled, repeat)
             ref = _remote_trial.options(
+                # on the Ray dashboard, named as its MLflow run
+                name=f"trial-{config.trial.number}" + (f"-repeat-{repeat}" if repeat else ""),
                 num_cpus=space.scenario.cpus_per_trial, max_retries=RAY_SYSTEM_RETRIES,
                 **nodes.options(node), **attempts.ray_options(space.memory_per_trial_mb),
             ).remote(trial_config.to_json(), prune_rule(space, study), space.memory_per_trial_mb)
@@ -338,6 +331,7 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
             pending[ref] = (config, repeat, trial_config)
             config.running.add(repeat)
             progress.running[config.trial.number] = dict(config.sampled)
+            progress.tasks.setdefault(config.trial.number, {})[repeat] = ref.task_id().hex()
             progress.last_event = f"trial {config.trial.number} started" + (
                 f" (repeat {repeat + 1}/{space.repeats})" if space.repeats > 1 else "")
 
@@ -347,6 +341,7 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
             configs.remove(config)
             studies.tell(study, config.trial, space, config.outcome(space))
             progress.running.pop(config.trial.number, None)
+            progress.tasks.pop(config.trial.number, None)
         return done
 
     def waiting(line: str) -> None:  # trials queued by Ray: other work holds the CPUs
@@ -376,6 +371,7 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
                     attribute_node_energy(result, node_energy)
                 studies.store_repeat(config.trial, repeat, result)
                 config.running.discard(repeat)
+                progress.tasks.get(config.trial.number, {}).pop(repeat, None)
                 config.results[repeat] = result
                 finished.append((config.trial.number, repeat, trial_config, result))
             conclude_finished()
@@ -384,8 +380,12 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
                 run_id = tracker.log_trial(parent, number, trial_config, result, repeat)
                 if repeat == 0:
                     trial_runs[number] = run_id
+                    studies.note_run(study, number, run_id, ui_url(
+                        "", tracker.client.get_run(parent).info.experiment_id, run_id))
                 progress.last_event = (f"trial {number} {result.status}"
                                        + (f": {result.reason}" if result.reason else ""))
+            if finished:
+                tracker.log_sweep_progress(parent, study, space)  # the parent run's metrics
             _refresh(progress, study)
             notify(progress)
     finally:
@@ -396,6 +396,54 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
         if started_ray:
             ray.shutdown()
     return SweepOutcome(sweep, parent, study, trial_runs, stop.requested)
+
+
+def _open_stores(space: SearchSpace, store: Path, sweep: str, resume: bool,
+                 command: Sequence[str] | None) -> tuple[optuna.Study, Tracker, str]:
+    """The sweep's Optuna study and MLflow parent run (made, with the sweep's file, params
+    and environment, unless `resume`): (study, tracker, parent run id)."""
+    store.mkdir(parents=True, exist_ok=True)
+    with store_lock(store):  # a new sweep is whole (or gone) before another process looks
+        study = studies.open_study(space, sweep, store, create=not resume)
+        with studies.discarded_on_failure(sweep, store, created=not resume):
+            tracker = Tracker(store)
+            parent = tracker.sweep_run(sweep, create=not resume, space=space)
+            if not resume:
+                tracker.log_sweep_file(parent, space.path)
+                tracker.log_sweep_params(parent, {
+                    "space": space.path.name, "sampler": space.sampler,
+                    "budget.trials": space.trials, "budget.repeats": space.repeats,
+                    "budget.parallel": space.parallel})
+                tracker.log_environment(parent, command)
+    return study, tracker, parent
+
+
+# The driver's stop conditions: whether a new configuration may start. Each is a plain
+# function of numbers the driver holds (tests/test_stop_conditions.py, no Ray); the budget
+# ones return the reason shown to the user, None while the budget lasts.
+
+def wall_clock_stop(wall_clock_s: float | None, elapsed_s: float) -> str | None:
+    """`budget.wall_clock_s` is used up after `elapsed_s` seconds of the sweep."""
+    if wall_clock_s is not None and elapsed_s > wall_clock_s:
+        return f"wall-clock budget of {wall_clock_s:g} s reached"
+    return None
+
+
+def energy_budget_stop(energy_budget_j: float | None, spent_j: float) -> str | None:
+    """`budget.energy_j` is used up by the `spent_j` joules of every finished repeat."""
+    if energy_budget_j is not None and spent_j >= energy_budget_j:
+        return f"energy budget reached: {spent_j:.4g} J of {energy_budget_j:g} J"
+    return None
+
+
+def grid_exhausted(sampler: optuna.samplers.BaseSampler) -> bool:
+    """The grid sampler has proposed every combination."""
+    return bool(getattr(sampler, "exhausted", False))
+
+
+def trials_reached(trials: int, finished: int, in_flight: int) -> bool:
+    """`budget.trials` configurations have finished or are running."""
+    return finished + in_flight >= trials
 
 
 def _spent_j(study: optuna.Study, in_flight: list[Configuration]) -> float:
@@ -443,4 +491,10 @@ def _relog_missing(study: optuna.Study, tracker: Tracker, parent: str,
                 config = space.trial_config(trial.params, repeat)
                 logged[trial.number, repeat] = tracker.log_trial(parent, trial.number, config,
                                                                  result, repeat)
-    return {number: run_id for (number, repeat), run_id in logged.items() if repeat == 0}
+    runs = {number: run_id for (number, repeat), run_id in logged.items() if repeat == 0}
+    experiment = tracker.client.get_run(parent).info.experiment_id
+    for trial in study.get_trials(deepcopy=False):  # relogged, or from before they were noted
+        run_id = runs.get(trial.number)
+        if run_id is not None and trial.user_attrs.get(studies.RUN_ID_ATTR) != run_id:
+            studies.note_run(study, trial.number, run_id, ui_url("", experiment, run_id))
+    return runs

@@ -16,20 +16,20 @@ import optuna.distributions as od
 import yaml
 
 from sweeper.config import LEVERAGES, Scenario, TrialConfig, resolve_leverages
-from sweeper.energy.profiles import link_shape
+from sweeper.energy import NODE_METERS, link_shape
 from sweeper.errors import SpaceError, SweeperError
 from sweeper.names import checked_name
 from sweeper.result import OBJECTIVE_METRICS
+from sweeper.samplers import SAMPLERS
 
 TOP_KEYS = {"name", "description", "objectives", "budget", "sampler", "scenario", "leverages",
             "constraints", "pruning", "target_accuracy"}
 REQUIRED_TOP_KEYS = ("name", "objectives", "leverages")
-SAMPLERS = ("tpe", "nsga2", "random", "gp", "grid")
 SCENARIO_CHOICES = {
     "dataset": ("synthetic", "speech_commands"),
     "task": ("12", "35"),
     "partition": ("speaker", "iid", "dirichlet"),
-    "engine": ("simulation", "deployment"),
+    "engine": LEVERAGES["engine"].choices,
     "deploy_network": ("loopback", "netns"),
     "deploy_placement": ("local", "ray"),
     "isolation": ("shared", "node"),
@@ -128,6 +128,12 @@ class SearchSpace:
     target_accuracy: float | None = None  # for the objective energy_to_accuracy_j
     trial_timeout_s: float | None = None  # a trial still running then is killed, failed
     memory_per_trial_mb: int | None = None  # Ray's reservation; more fails the trial
+    description: str = ""  # the space's own words (the MLflow experiment's description)
+
+    def searched(self) -> list[str]:
+        """The leverages the sweep varies: more than one choice, or a range (not `value:`)."""
+        return [lev.name for lev in self.leverages
+                if len(lev.choices) > 1 or (not lev.choices and lev.low != lev.high)]
 
     def distributions(self) -> dict[str, od.BaseDistribution]:
         return {lev.name: lev.distribution() for lev in self.leverages}
@@ -226,7 +232,8 @@ def load_space(path: str | Path) -> SearchSpace:
                                     sampler.get("population_size", 50))
     sampler_name = _typed(where, "sampler.name", sampler.get("name", "tpe"), str)
     if sampler_name not in SAMPLERS:
-        raise SpaceError(f"{where}: sampler.name: {sampler_name!r} is not one of {SAMPLERS}")
+        raise SpaceError(f"{where}: sampler.name: {sampler_name!r} is not one of "
+                         f"{tuple(SAMPLERS)}")
     sampler_seed = _typed(where, "sampler.seed", sampler.get("seed", 0), int)
     scenario_raw = dict(_mapping(where, "scenario", raw.get("scenario", {})))
     seed = _typed(where, "scenario.seed", scenario_raw.pop("seed", 0), int)
@@ -258,7 +265,8 @@ def load_space(path: str | Path) -> SearchSpace:
     return SearchSpace(path, name, objectives, trials, parallel, sampler_name, sampler_seed,
                        scenario, seed, leverages, constraints, population_size, wall_clock_s,
                        energy_budget_j, prune_max_accuracy, repeats, target_accuracy,
-                       trial_timeout_s=trial_timeout_s, memory_per_trial_mb=memory_per_trial_mb)
+                       trial_timeout_s=trial_timeout_s, memory_per_trial_mb=memory_per_trial_mb,
+                       description=str(raw.get("description") or "").strip())
 
 
 def _attributable(where: str, scenario: Scenario, leverages: tuple[Leverage, ...]) -> None:
@@ -385,12 +393,13 @@ def _scenario(where: str, raw: dict) -> Scenario:
             raise SpaceError(f"{where}: scenario.{key}: must be > 0, got {value}")
     scenario = Scenario(**raw)
     meters = [m.strip() for m in scenario.meters.split(",")]
-    if scenario.meters not in ("auto", "modeled") and not set(meters) <= {"zeus", "rapl"}:
+    if scenario.meters not in ("auto", "modeled") and not set(meters) <= set(NODE_METERS):
         raise SpaceError(f"{where}: scenario.meters: {scenario.meters!r} is not auto, modeled "
-                         "or a list of zeus, rapl (e.g. 'zeus,rapl')")
+                         f"or a list of {', '.join(NODE_METERS)} (e.g. "
+                         f"'{','.join(NODE_METERS)}')")
     if scenario.dataset == "speech_commands" and not scenario.data_dir:
         raise SpaceError(f"{where}: scenario.data_dir: required for dataset speech_commands")
-    from sweeper.energy.profiles import load_profiles
+    from sweeper.energy import load_profiles
 
     profiles = load_profiles()
     if scenario.host_profile not in profiles.hosts:

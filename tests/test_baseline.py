@@ -263,3 +263,39 @@ def test_the_report_reads_every_front_point_against_the_baseline(
     assert any(math.isfinite(float(row["energy_vs_baseline"])) for row in rows)
     html = Path(client.download_artifacts(parent, "pareto.html", str(tmp_path))).read_text()
     assert "centralized baseline" in html and baseline in html
+
+
+def test_baseline_trains_as_a_one_client_federation(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The baseline and the ClientApp read their training settings in one place
+    (`TrainSettings.from_leverages`): a one-client, one-round federation's training is
+    replayed bit for bit by the baseline's settings."""
+    import copy
+
+    from sweeper.baseline import baseline_settings
+    from sweeper.engines import run_trial_federation
+    from sweeper.kws import TrainSettings
+
+    calls: list[tuple] = []
+    real_fit = TrainSettings.fit
+
+    def spy(self, model, x, y, *, seed):
+        start = copy.deepcopy(model)
+        loss = real_fit(self, model, x, y, seed=seed)
+        calls.append((self, start, x, y, seed, loss))
+        return loss
+
+    monkeypatch.setattr(TrainSettings, "fit", spy)
+    config = _configured(tmp_path / "s.yaml", {**MODELED, "num_clients": 1, "rounds": 1},
+                         precision="bf16", optimizer="adam", lr="0.01", batch_size="8",
+                         width="0.25")
+    run_trial_federation(config)
+    client, start, x, y, seed, loss = calls[-1]  # the round's training (warm-ups come first)
+    run_baseline(config, 1)
+    central = calls[-1][0]
+    assert central == client  # local_epochs 1, no FedProx: nothing for the baseline to change
+    assert central.precision == "bf16" and central.optimizer == "adam" and central.lr == 0.01
+    pooled_x, pooled_y = calls[-1][2], calls[-1][3]  # the client's examples and its held-out
+    assert pooled_x.shape[1:] == x.shape[1:] and len(pooled_y) > len(y)
+    assert baseline_settings(config) == central
+    assert central.fit(start, x, y, seed=seed) == loss

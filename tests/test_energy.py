@@ -23,7 +23,8 @@ def test_modeled_energy_is_exact_by_hand() -> None:
                                         bytes_up=1_000_000, bytes_down=2_000_000))
     assert first == pytest.approx({"client_compute_j": 15.0, "server_compute_j": 2.5,
                                    "communication_j": 2.0 + 2.0})
-    second = ledger.add_round(RoundUsage(1.0, 0.0, 0, 1_000_000))
+    second = ledger.add_round(RoundUsage(client_cpu_s=1.0, server_cpu_s=0.0, bytes_up=0,
+                                         bytes_down=1_000_000))
     assert second == pytest.approx({"client_compute_j": 20.0, "server_compute_j": 2.5,
                                     "communication_j": 5.0})
     assert ledger.total_j == pytest.approx(27.5)

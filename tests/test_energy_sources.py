@@ -101,11 +101,12 @@ def test_device_and_carbon_models_are_exact_by_hand() -> None:
 def test_node_energy_splits_into_active_and_idle_by_hand() -> None:
     net = NetworkProfile("n", j_per_byte_up=0.0, j_per_byte_down=1e-6, source="test")
     ledger = measured_node_ledger("m", net, idle_w=10.0, idle_probe_s=1.0)
-    usage = RoundUsage(0.0, 0.0, 0, 1_000_000, node_j={"package-0": 80.0, "dram": 20.0},
-                       wall_s=4.0)
+    usage = RoundUsage(client_cpu_s=0.0, server_cpu_s=0.0, bytes_up=0, bytes_down=1_000_000,
+                       node_j={"package-0": 80.0, "dram": 20.0}, wall_s=4.0)
     assert ledger.add_round(usage) == pytest.approx(
         {"node_compute_j": 60.0, "idle_j": 40.0, "communication_j": 1.0})
-    quiet = RoundUsage(0.0, 0.0, 0, 0, node_j={"package-0": 5.0}, wall_s=1.0)
+    quiet = RoundUsage(client_cpu_s=0.0, server_cpu_s=0.0, bytes_up=0, bytes_down=0,
+                       node_j={"package-0": 5.0}, wall_s=1.0)
     assert ledger.add_round(quiet)["idle_j"] == pytest.approx(45.0)  # never above the node
     assert ledger.cumulative["node_compute_j"] == pytest.approx(60.0)
 

@@ -14,7 +14,7 @@ from sweeper.energy.profiles import CarbonIntensity, DeviceProfile, HostProfile,
 from sweeper.result import MeterInfo
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # by keyword: a new field cannot shift the others
 class RoundUsage:
     """What one round used, as observed by the federation (inputs of the meters)."""
 

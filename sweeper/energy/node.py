@@ -67,18 +67,19 @@ def probe_idle_w(meter: NodeMeter, seconds: float) -> float:
     return sum(meter.stop().values()) / seconds
 
 
-NODE_METERS = ("zeus", "rapl")
+# name -> meter class, in the order "auto" tries them; a class raises in __init__ (ImportError,
+# RaplUnavailable or any error) where it cannot read this node's counters
+NODE_METERS: dict[str, type[NodeMeter]] = {"zeus": ZeusMeter, "rapl": PowercapMeter}
 
 
 def open_node_meter(choice: str) -> tuple[NodeMeter | None, list[str]]:
     """The first working node meter of `choice`: "auto" (zeus, then rapl) or a
     comma-separated list in order of preference; the reasons the others could not run."""
-    candidates = {"zeus": ZeusMeter, "rapl": PowercapMeter}
     order = list(NODE_METERS) if choice == "auto" else [c.strip() for c in choice.split(",")]
     reasons = []
     for name in order:
         try:
-            return candidates[name](), reasons
+            return NODE_METERS[name](), reasons
         except ImportError as exc:
             reasons.append(f"{name}: not installed ({exc})")
         except RaplUnavailable as exc:

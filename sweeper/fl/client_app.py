@@ -15,7 +15,7 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from sweeper.config import TrialConfig
-from sweeper.energy.windows import client_window
+from sweeper.energy import client_window
 from sweeper.fl.codecs import build_codec
 from sweeper.fl.task import (
     TRIAL_CONFIG_KEY,
@@ -29,9 +29,7 @@ from sweeper.fl.task import (
     uplink_codec,
 )
 from sweeper.fl.warmup import warm_client
-from sweeper.kws.summarize import select
-from sweeper.kws.task import flops_per_example_of, reusable_model
-from sweeper.kws.train import evaluate, train
+from sweeper.kws import TrainSettings, evaluate, flops_per_example_of, reusable_model, select
 
 RESIDUAL_KEY = "error-feedback-residual"
 
@@ -109,8 +107,9 @@ def train_round(msg: Message, context: Context) -> Message:
     config, server_round, global_arrays, model = _received(msg)
     partition_id = int(context.node_config["partition-id"])
     lev = config.leverages
-    if lev["threads_per_client"] is not None:
-        torch.set_num_threads(int(lev["threads_per_client"]))
+    settings = TrainSettings.from_leverages(lev)
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
     x, y = client_data(config, partition_id)
     seed = config.seed * 1_000_003 + server_round * 1009 + partition_id
     selecting = time.process_time()
@@ -119,20 +118,17 @@ def train_round(msg: Message, context: Context) -> Message:
         chosen = select(model, x, y, float(lev["data_fraction"]), str(lev["summary"]), seed)
         x, y = x[chosen], y[chosen]
     selection_cpu_s = time.process_time() - selecting
-    loss = train(model, x, y, epochs=int(lev["local_epochs"]), batch_size=int(lev["batch_size"]),
-                 lr=float(lev["lr"]), precision=str(lev["precision"]), seed=seed,
-                 proximal_mu=float(msg.content["config"].get("proximal-mu", 0.0)),
-                 optimizer=str(lev["optimizer"]))
+    loss = settings.fit(model, x, y, seed=seed)
     spec = uplink_codec(lev)
     codec = build_codec(spec, np.random.default_rng(seed))
     update = numpy_difference(model, global_arrays)
-    if spec.name == "topk":
+    if codec.error_feedback:
         update = encode_with_feedback(update, context.state, codec)
     else:
         update = codec.encode(update)
     train_flops, forward_flops = flops_per_example_of(config)
     selected_from = len(chosen_from) if float(lev["data_fraction"]) < 1.0 else 0
-    flops = (train_flops * len(y) * int(lev["local_epochs"])
+    flops = (train_flops * len(y) * settings.epochs
              + forward_flops * selected_from * (lev["summary"] != "random"))
     metrics = MetricRecord({"num-examples": len(y), "train_loss": loss, "flops": flops,
                             "partition-id": partition_id, "selection_cpu_s": selection_cpu_s,

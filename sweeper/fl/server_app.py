@@ -22,8 +22,7 @@ from sweeper.fl.task import (
     test_data,
     uplink_codec,
 )
-from sweeper.kws.task import new_model
-from sweeper.kws.train import evaluate
+from sweeper.kws import evaluate, new_model
 
 
 class RoundWatcher(Protocol):

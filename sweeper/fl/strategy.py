@@ -18,22 +18,13 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
-from flwr.serverapp import strategy as flwr_strategies
 from flwr.supercore.inflatable.inflatable_object import no_object_id_recompute
 
 from sweeper.fl.arrays import HeldArray, array_values, to_array
 from sweeper.fl.codecs import Codec
+from sweeper.fl.registry import STRATEGIES
 from sweeper.fl.task import TRIAL_CONFIG_KEY, payload_bytes, to_numpy
-
-STRATEGIES: dict[str, type] = {
-    "fedavg": flwr_strategies.FedAvg,
-    "fedprox": flwr_strategies.FedProx,
-    "fedadam": flwr_strategies.FedAdam,
-    "fedyogi": flwr_strategies.FedYogi,
-    "fedadagrad": flwr_strategies.FedAdagrad,
-    "fedavgm": flwr_strategies.FedAvgM,
-    "fedmedian": flwr_strategies.FedMedian,
-}
+from sweeper.plugins import resolve
 
 
 @dataclass
@@ -212,7 +203,7 @@ def strategy_options(name: str, leverages: dict[str, Any]) -> dict[str, Any]:
 def accounted(name: str, leverages: dict[str, Any], num_clients: int, uplink: Codec,
               downlink: Codec, trial_config_json: str, client_eval: bool = True,
               on_round_start: Callable[[int], None] | None = None) -> AccountingMixin:
-    base = STRATEGIES[name]
+    base = resolve(STRATEGIES, name, "strategy")
     cls = type(f"Accounted{base.__name__}", (AccountingMixin, base), {})
     per_round = int(leverages["clients_per_round"])
     evaluators = per_round if client_eval else 0

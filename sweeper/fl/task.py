@@ -17,8 +17,7 @@ from flwr.supercore.inflatable.inflatable_object import (
 from sweeper.config import TrialConfig
 from sweeper.fl.arrays import array_values, to_array
 from sweeper.fl.codecs import CodecSpec
-from sweeper.kws.dataset import client_split
-from sweeper.kws.task import trial_data
+from sweeper.kws import client_split, trial_data
 
 TRIAL_CONFIG_KEY = "trial-config"
 

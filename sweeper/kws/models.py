@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-MODELS = ("cnn_small", "ds_cnn_s", "ds_cnn_m", "ds_cnn_l")
+from sweeper.kws import MODELS
+from sweeper.plugins import resolve
 
 
 class SmallCnn(nn.Module):
@@ -61,14 +62,30 @@ DS_CNN_SIZES = {"ds_cnn_s": (64, 4, (2, 2)), "ds_cnn_m": (172, 4, (2, 1)),
                 "ds_cnn_l": (276, 5, (2, 1))}
 
 
+def small_cnn(num_classes: int, width: float = 1.0) -> SmallCnn:
+    return SmallCnn(num_classes, width)
+
+
+def _ds_cnn(size: str, num_classes: int, width: float) -> DsCnn:
+    channels, blocks, stride = DS_CNN_SIZES[size]
+    return DsCnn(num_classes, max(4, round(channels * width)), blocks, stride)
+
+
+def ds_cnn_s(num_classes: int, width: float = 1.0) -> DsCnn:
+    return _ds_cnn("ds_cnn_s", num_classes, width)
+
+
+def ds_cnn_m(num_classes: int, width: float = 1.0) -> DsCnn:
+    return _ds_cnn("ds_cnn_m", num_classes, width)
+
+
+def ds_cnn_l(num_classes: int, width: float = 1.0) -> DsCnn:
+    return _ds_cnn("ds_cnn_l", num_classes, width)
+
+
 def build_model(name: str, num_classes: int, width: float = 1.0) -> nn.Module:
-    """A model by name; `width` multiplies its channel counts."""
-    if name == "cnn_small":
-        return SmallCnn(num_classes, width)
-    if name in DS_CNN_SIZES:
-        channels, blocks, stride = DS_CNN_SIZES[name]
-        return DsCnn(num_classes, max(4, round(channels * width)), blocks, stride)
-    raise ValueError(f"unknown model {name!r} (known: {', '.join(MODELS)})")
+    """A model by name (`sweeper.kws.MODELS`); `width` multiplies its channel counts."""
+    return resolve(MODELS, name, "model")(num_classes, width)
 
 
 def parameter_count(model: nn.Module) -> int:

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-METHODS = ("random", "loss", "coreset")
+from sweeper.kws import SUMMARIES
+from sweeper.plugins import resolve
 
 
 def subset_size(n: int, fraction: float) -> int:
@@ -29,14 +30,26 @@ def select(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fraction: float, 
     k = subset_size(n, fraction)
     if k >= n:
         return torch.arange(n)
-    if method == "random":
-        chosen = np.random.default_rng(seed).choice(n, size=k, replace=False)
-        return torch.from_numpy(np.sort(chosen))
-    if method == "loss":
-        return torch.sort(torch.topk(per_example_loss(model, x, y), k).indices).values
-    if method == "coreset":
-        return k_center_greedy(embed(model, x), k, seed)
-    raise ValueError(f"unknown summary method {method!r} (known: {', '.join(METHODS)})")
+    return resolve(SUMMARIES, method, "summary method")(model, x, y, k, seed)
+
+
+def random_subset(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int,
+                  seed: int) -> torch.Tensor:
+    """A seeded draw of k examples, without replacement."""
+    chosen = np.random.default_rng(seed).choice(len(y), size=k, replace=False)
+    return torch.from_numpy(np.sort(chosen))
+
+
+def highest_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int,
+                 seed: int) -> torch.Tensor:
+    """The k examples the model gets most wrong."""
+    return torch.sort(torch.topk(per_example_loss(model, x, y), k).indices).values
+
+
+def coreset(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int,
+            seed: int) -> torch.Tensor:
+    """A k-center cover of the examples' embeddings."""
+    return k_center_greedy(embed(model, x), k, seed)
 
 
 @torch.no_grad()

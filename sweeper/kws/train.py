@@ -1,8 +1,15 @@
-"""Local training and evaluation with a chosen arithmetic precision (autocast)."""
+"""Local training and evaluation with a chosen arithmetic precision (autocast).
+
+`TrainSettings.from_leverages` is the one place that reads the training leverages: the
+ClientApp, its warm-up and the centralized baseline all train through it, so a new training
+knob reaches the federation and its ceiling alike (tests/test_baseline.py checks they agree).
+"""
 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -17,6 +24,36 @@ def precision_context(precision: str) -> contextlib.AbstractContextManager:
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast("cpu", dtype=AUTOCAST_DTYPES[precision])
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How a model trains on local data: `train`'s arguments, from the trial's leverages."""
+
+    epochs: int  # passes over the data
+    batch_size: int
+    lr: float
+    precision: str  # "fp32" | "bf16" | "fp16"
+    optimizer: str  # "sgd" | "adam"
+    proximal_mu: float = 0.0  # FedProx's proximal weight; 0: none
+    threads: int | None = None  # torch intra-op threads; None: the trial's CPUs
+
+    @classmethod
+    def from_leverages(cls, leverages: dict[str, Any]) -> TrainSettings:
+        return cls(epochs=int(leverages["local_epochs"]),
+                   batch_size=int(leverages["batch_size"]), lr=float(leverages["lr"]),
+                   precision=str(leverages["precision"]),
+                   optimizer=str(leverages["optimizer"]),
+                   proximal_mu=(float(leverages["proximal_mu"])
+                                if leverages["strategy"] == "fedprox" else 0.0),
+                   threads=(None if leverages.get("threads_per_client") is None
+                            else int(leverages["threads_per_client"])))
+
+    def fit(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, seed: int) -> float:
+        """`train` with these settings; the mean training loss of the last epoch."""
+        return train(model, x, y, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                     precision=self.precision, seed=seed, proximal_mu=self.proximal_mu,
+                     optimizer=self.optimizer)
 
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int,

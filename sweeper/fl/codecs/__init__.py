@@ -11,22 +11,44 @@ lossless stage. Non-float arrays (counters) always travel unchanged.
 - topk: the ceil(ratio x n) largest magnitudes of each tensor and their int32 indices. Kept
   entries are exact, dropped ones are lost this round (error feedback re-sends them later).
 - zstd / lz4 after any of them: lossless compression of every encoded array's bytes. Exact.
+
+A codec is a class with `name`, `encode`/`decode`, `from_spec(spec, rng)` and two
+capabilities, `error_feedback` (the ClientApp keeps what it drops and re-sends it) and
+`lossless`; it is added by its entry in `UPLINK_CODECS` (the `update_codec` and
+`downlink_codec` leverages take their choices from these registries).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from sweeper.plugins import resolve
 
-from sweeper.fl.codecs.base import Codec, Identity, Pipeline
-from sweeper.fl.codecs.lossless import Lossless
-from sweeper.fl.codecs.quantize import Bf16, Fp16, IntQuantizer
-from sweeper.fl.codecs.sparsify import TopK
+if TYPE_CHECKING:
+    import numpy as np
 
-UPLINK_CODECS = ("none", "fp16", "bf16", "int8", "int4", "topk")
-DOWNLINK_CODECS = ("none", "fp16", "bf16", "int8", "int4")
-LOSSLESS = ("none", "zstd", "lz4")
+    from sweeper.fl.codecs.base import Codec
+
+# name -> "module:class"; the class builds itself from a `CodecSpec` (`from_spec`). Imported
+# only when a trial asks for it: this package's face stays free of numpy and Flower.
+UPLINK_CODECS: dict[str, str] = {
+    "none": "sweeper.fl.codecs.base:Identity",
+    "fp16": "sweeper.fl.codecs.quantize:Fp16",
+    "bf16": "sweeper.fl.codecs.quantize:Bf16",
+    "int8": "sweeper.fl.codecs.quantize:Int8",
+    "int4": "sweeper.fl.codecs.quantize:Int4",
+    "topk": "sweeper.fl.codecs.sparsify:TopK",
+}
+# topk needs error feedback (what it drops is re-sent by the client later); the server keeps
+# no residual, so on the downlink its losses would be for good
+DOWNLINK_CODECS: dict[str, str] = {name: ref for name, ref in UPLINK_CODECS.items()
+                                   if name != "topk"}
+LOSSLESS: dict[str, str] = {  # the lossless stage after the codec
+    "none": "sweeper.fl.codecs.base:Identity",
+    "zstd": "sweeper.fl.codecs.lossless:Zstd",
+    "lz4": "sweeper.fl.codecs.lossless:Lz4",
+}
 
 
 @dataclass(frozen=True)
@@ -39,23 +61,23 @@ class CodecSpec:
 
 
 def build_codec(spec: CodecSpec, rng: np.random.Generator | None = None) -> Codec:
-    stages: list[Codec] = []
-    if spec.name == "fp16":
-        stages.append(Fp16())
-    elif spec.name == "bf16":
-        stages.append(Bf16())
-    elif spec.name in ("int8", "int4"):
-        stages.append(IntQuantizer(8 if spec.name == "int8" else 4, spec.granularity,
-                                   spec.stochastic, rng))
-    elif spec.name == "topk":
-        stages.append(TopK(spec.topk_ratio))
-    elif spec.name != "none":
-        raise ValueError(f"unknown codec {spec.name!r}")
-    if spec.lossless != "none":
-        stages.append(Lossless(spec.lossless))
+    """The codec of `spec`, followed by its lossless stage if it has one."""
+    from sweeper.fl.codecs.base import Identity, Pipeline
+
+    stages = [resolve(UPLINK_CODECS, spec.name, "codec").from_spec(spec, rng),
+              resolve(LOSSLESS, spec.lossless, "lossless stage").from_spec(spec, rng)]
+    stages = [stage for stage in stages if not isinstance(stage, Identity)]
     if not stages:
         return Identity()
     return stages[0] if len(stages) == 1 else Pipeline(stages)
+
+
+def __getattr__(name: str) -> Any:  # the `Codec` protocol, imported on first use
+    if name == "Codec":
+        from sweeper.fl.codecs.base import Codec
+
+        return Codec
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["DOWNLINK_CODECS", "LOSSLESS", "UPLINK_CODECS", "Codec", "CodecSpec",

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from flwr.app import Array, ArrayRecord
 
 from sweeper.fl.arrays import array_values, to_array
 
+if TYPE_CHECKING:
+    from sweeper.fl.codecs import CodecSpec
+
 
 class Codec(Protocol):
     name: str
+    # what the codec drops a client keeps and adds to its next update (uplink only)
+    error_feedback: bool
+    lossless: bool  # decode(encode(x)) == x, bit for bit
+
+    @classmethod
+    def from_spec(cls, spec: CodecSpec, rng: np.random.Generator | None) -> Codec: ...
 
     def encode(self, record: ArrayRecord) -> ArrayRecord: ...
 
@@ -25,6 +34,12 @@ def is_float(array: Array) -> bool:
 
 class Identity:
     name = "none"
+    error_feedback = False
+    lossless = True
+
+    @classmethod
+    def from_spec(cls, spec: CodecSpec, rng: np.random.Generator | None = None) -> Identity:
+        return cls()
 
     def encode(self, record: ArrayRecord) -> ArrayRecord:
         return record
@@ -39,6 +54,8 @@ class Pipeline:
     def __init__(self, stages: list[Codec]) -> None:
         self.stages = stages
         self.name = "+".join(s.name for s in stages)
+        self.error_feedback = any(s.error_feedback for s in stages)
+        self.lossless = all(s.lossless for s in stages)
 
     def encode(self, record: ArrayRecord) -> ArrayRecord:
         for stage in self.stages:
@@ -55,6 +72,13 @@ class ElementwiseCodec:
     """A codec that maps each float array to one encoded array and back."""
 
     name = "elementwise"
+    error_feedback = False
+    lossless = False
+
+    @classmethod
+    def from_spec(cls, spec: CodecSpec, rng: np.random.Generator | None = None
+                  ) -> ElementwiseCodec:
+        return cls()
 
     def encode_array(self, a: np.ndarray) -> Array:
         raise NotImplementedError
@@ -85,6 +109,8 @@ class SideArrayCodec:
     name = "side-array"
     suffix = "::side"
     stype = "sweeper.side"
+    error_feedback = False
+    lossless = False
 
     def encode_array(self, a: np.ndarray) -> tuple[Array, Array]:
         raise NotImplementedError

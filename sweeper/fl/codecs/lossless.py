@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from flwr.app import Array, ArrayRecord
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from sweeper.fl.codecs import CodecSpec
 
 
 class Lossless:
+    error_feedback = False
+    lossless = True
+
     def __init__(self, method: str) -> None:
         if method == "zstd":
             import zstandard
@@ -37,3 +47,21 @@ class Lossless:
                             data=self._decompress(arr.data))
             out[key] = arr
         return out
+
+
+class Zstd(Lossless):
+    def __init__(self) -> None:
+        super().__init__("zstd")
+
+    @classmethod
+    def from_spec(cls, spec: CodecSpec, rng: np.random.Generator | None = None) -> Zstd:
+        return cls()
+
+
+class Lz4(Lossless):
+    def __init__(self) -> None:
+        super().__init__("lz4")
+
+    @classmethod
+    def from_spec(cls, spec: CodecSpec, rng: np.random.Generator | None = None) -> Lz4:
+        return cls()

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from flwr.app import Array
 
 from sweeper.fl.arrays import to_array
 from sweeper.fl.codecs.base import ElementwiseCodec, SideArrayCodec
+
+if TYPE_CHECKING:
+    from sweeper.fl.codecs import CodecSpec
 
 SCALE_SUFFIX = "::scale"
 
@@ -92,3 +97,23 @@ class IntQuantizer(SideArrayCodec):
         signed = nibbles[:n].astype(np.int8)
         signed[signed > 7] -= 16
         return signed.reshape(arr.shape)
+
+
+class Int8(IntQuantizer):
+    def __init__(self, granularity: str = "tensor", stochastic: bool = False,
+                 rng: np.random.Generator | None = None) -> None:
+        super().__init__(8, granularity, stochastic, rng)
+
+    @classmethod
+    def from_spec(cls, spec: CodecSpec, rng: np.random.Generator | None = None) -> Int8:
+        return cls(spec.granularity, spec.stochastic, rng)
+
+
+class Int4(IntQuantizer):
+    def __init__(self, granularity: str = "tensor", stochastic: bool = False,
+                 rng: np.random.Generator | None = None) -> None:
+        super().__init__(4, granularity, stochastic, rng)
+
+    @classmethod
+    def from_spec(cls, spec: CodecSpec, rng: np.random.Generator | None = None) -> Int4:
+        return cls(spec.granularity, spec.stochastic, rng)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 from flwr.app import Array
 
 from sweeper.fl.arrays import to_array
 from sweeper.fl.codecs.base import SideArrayCodec
+
+if TYPE_CHECKING:
+    from sweeper.fl.codecs import CodecSpec
 
 INDEX_SUFFIX = "::index"
 
@@ -17,6 +21,11 @@ class TopK(SideArrayCodec):
     name = "topk"
     suffix = INDEX_SUFFIX
     stype = "sweeper.topk"
+    error_feedback = True
+
+    @classmethod
+    def from_spec(cls, spec: CodecSpec, rng: np.random.Generator | None = None) -> TopK:
+        return cls(spec.topk_ratio)
 
     def __init__(self, ratio: float) -> None:
         if not 0 < ratio <= 1:
