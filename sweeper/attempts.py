@@ -97,14 +97,51 @@ def record(trial: optuna.Trial, result: TrialResult) -> None:
         result.info[INTERRUPTIONS_KEY] = attrs[INTERRUPTIONS_KEY]
 
 
-STARTED_NAMESPACE = "sweeper_trial_started"  # Ray KV: task id -> a trial has begun
+STARTED_NAMESPACE = "sweeper_trial_started"  # Ray KV: task id -> the round it is in (0: none yet)
 
 
 def mark_started() -> None:
     """In the Ray task, first thing: its trial has left Ray's queue (`Deadlines`)."""
     task_id = ray.get_runtime_context().get_task_id()
     with contextlib.suppress(Exception):  # no KV (a test calling the function directly)
-        internal_kv._internal_kv_put(task_id, b"1", namespace=STARTED_NAMESPACE)
+        internal_kv._internal_kv_put(task_id, b"0", namespace=STARTED_NAMESPACE)
+
+
+class RoundProgress:
+    """A `fl.server_app.RoundWatcher` that puts the round a trial's federation is in under
+    its task's `mark_started` key, for the driver's live view (`trial_round`). Outside a
+    Ray task (`sweeper trial`) it does nothing."""
+
+    def __init__(self) -> None:
+        self.task_id: str | None = None
+        # get_runtime_context() would start a local Ray here; get_task_id() warns in a driver
+        if ray.is_initialized():
+            with contextlib.suppress(Exception):
+                context = ray.get_runtime_context()
+                if context.worker.mode == ray.WORKER_MODE:
+                    self.task_id = context.get_task_id()
+
+    def round_started(self, server_round: int) -> None:
+        if self.task_id is not None:
+            with contextlib.suppress(Exception):  # a view that lags must not fail the trial
+                internal_kv._internal_kv_put(self.task_id, str(server_round).encode(),
+                                             namespace=STARTED_NAMESPACE)
+
+    def round_ended(self, server_round: int) -> None:
+        return None
+
+    def stop_reason(self, stats: Any) -> None:
+        return None
+
+
+def trial_round(task_id: str) -> int | None:
+    """In the driver: the round the trial of this Ray task is in (0: started, no round
+    yet), None while it waits in Ray's queue, has ended, or Ray is gone."""
+    with contextlib.suppress(Exception):
+        if ray.is_initialized():
+            value = internal_kv._internal_kv_get(task_id, namespace=STARTED_NAMESPACE)
+            return None if value is None else int(value)
+    return None
 
 
 class Deadlines:

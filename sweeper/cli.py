@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import threading
+import warnings
 from contextlib import suppress
 from pathlib import Path
 
@@ -21,6 +22,23 @@ from sweeper.store_errors import store_error, watch_stores
 DEFAULT_STORE = Path("mlruns")
 
 
+def quiet_third_party_warnings() -> None:
+    """Warnings that tell a user nothing they can act on, printed on every run: Optuna's
+    ExperimentalWarning for the features sweeper chose (TPE's `group`, ...) and Ray's
+    FutureWarning about a GPU environment variable default it will change (no GPU here)."""
+    from optuna.exceptions import ExperimentalWarning
+
+    warnings.filterwarnings("ignore", category=ExperimentalWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning,
+                            message="Tip: In future versions of Ray, Ray will no longer "
+                            "override accelerator visible devices")
+
+
+def _add_store(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", type=Path, default=DEFAULT_STORE, metavar="DIR",
+                        help=STORE_HELP)
+
+
 def main(argv: list[str] | None = None) -> int:
     from g5k import G5kError
 
@@ -28,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = ["sweeper", *(sys.argv[1:] if argv is None else argv)]  # for the record
     watch_stores()
+    quiet_third_party_warnings()
     try:
         return args.func(args)
     except (SweeperError, G5kError) as exc:
@@ -46,44 +65,109 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+DESCRIPTION = """\
+Map the energy / accuracy trade-offs of federated keyword spotting: sample leverages
+(precision, update codecs, local work, ...) from a YAML search space, run each
+configuration as a real Flower federation on Ray, and keep the Pareto front, with every
+trial in MLflow and the study in Optuna (both in the store folder, ./mlruns by default)."""
+
+EXAMPLES = """\
+examples:
+  sweeper pareto --space search_spaces/quick.yaml      # a 12-trial laptop sweep
+  sweeper list                                         # the sweeps in ./mlruns
+  sweeper report quick-20261124-101500                 # its fronts, hypervolume, importances
+  sweeper ui                                           # browse the store (MLflow, Optuna)
+  sweeper trial --space search_spaces/quick.yaml --set update_codec=int8 --json
+
+`sweeper COMMAND --help` describes each command."""
+
+PARETO_EXAMPLES = """\
+examples:
+  sweeper pareto --space search_spaces/quick.yaml
+  sweeper pareto --space search_spaces/quick.yaml --name first-try --store runs/
+  sweeper pareto --space search_spaces/quick.yaml --resume first-try --store runs/
+  sweeper pareto --space search_spaces/full.yaml --ray-address 10.0.0.5:6379
+
+Ctrl-C once lets the running trials finish, twice stops at once; either way the sweep
+resumes with --resume NAME (the line to type is printed)."""
+
+SPACE_HELP = "the search space, a YAML file (e.g. search_spaces/quick.yaml)"
+STORE_HELP = "folder of the MLflow and Optuna stores (default: mlruns)"
+SET_HELP = ("give a leverage this value (repeatable); leverages not given take the "
+            "space's default")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sweeper", description=__doc__)
-    sub = parser.add_subparsers(required=True)
-    pareto = sub.add_parser("pareto", help="run (or resume) a sweep and print its Pareto front")
-    pareto.add_argument("--space", required=True, type=Path)
-    pareto.add_argument("--resume", metavar="SWEEP", help="continue this sweep")
+    parser = argparse.ArgumentParser(prog="sweeper", description=DESCRIPTION, epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+    pareto = sub.add_parser("pareto", help="run (or resume) a sweep and print its Pareto front",
+                            description="Run a sweep of the search space (or resume one) "
+                            "and print its Pareto front.", epilog=PARETO_EXAMPLES,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    pareto.add_argument("--space", required=True, type=Path, metavar="FILE", help=SPACE_HELP)
+    pareto.add_argument("--resume", metavar="SWEEP",
+                        help="continue this sweep of the store (`sweeper list` names them)")
     pareto.add_argument("--name", help="name of a new sweep (default: <space name>-<time>)")
-    pareto.add_argument("--store", type=Path, default=DEFAULT_STORE,
-                        help="folder of the MLflow and Optuna stores (default: mlruns)")
-    pareto.add_argument("--ray-address", help="an existing Ray cluster (default: start one)")
-    pareto.add_argument("--cluster", type=Path, metavar="G5K_FILE",
-                        help="run on the Ray cluster `sweeper cluster up` started")
-    pareto.add_argument("--no-dashboard", action="store_true", help="start Ray without it")
+    _add_store(pareto)
+    pareto.add_argument("--ray-address", metavar="HOST:PORT",
+                        help="an existing Ray cluster (default: start one on 127.0.0.1)")
+    pareto.add_argument("--cluster", action="store_true",
+                        help="run on the Grid'5000 Ray cluster `sweeper cluster up` started "
+                        "(its state in ~/.sweeper/g5k-cluster.json)")
+    pareto.add_argument("--no-dashboard", action="store_true",
+                        help="start Ray without its dashboard")
     pareto.set_defaults(func=_pareto)
-    trial = sub.add_parser("trial", help="run one configuration and print its result")
-    trial.add_argument("--space", type=Path, help="required unless --from-run")
+    trial = sub.add_parser("trial", help="run one configuration and print its result",
+                           description="Run one configuration of a space (or re-run a logged "
+                           "trial) and print its result; it is logged to the store.")
+    trial.add_argument("--space", type=Path, metavar="FILE",
+                       help=SPACE_HELP + "; required unless --from-run")
     trial.add_argument("--from-run", metavar="RUN_ID",
                        help="re-run the trial logged in this MLflow run and compare")
-    trial.add_argument("--set", action="append", default=[], metavar="LEVERAGE=VALUE")
+    trial.add_argument("--set", action="append", default=[], metavar="LEVERAGE=VALUE",
+                       help=SET_HELP)
     trial.add_argument("--json", action="store_true", help="print the TrialResult as JSON")
     trial.add_argument("--force", action="store_true",
                        help="run --set values outside the space (tagged outside the space)")
-    trial.add_argument("--store", type=Path, default=DEFAULT_STORE)
+    _add_store(trial)
     trial.set_defaults(func=_trial)
-    report = sub.add_parser("report", help="fronts, hypervolume and importances of a sweep")
-    report.add_argument("sweep")
-    report.add_argument("--store", type=Path, default=DEFAULT_STORE)
+    report = sub.add_parser("report", help="fronts, hypervolume and importances of a sweep",
+                            description="Print a sweep's fronts, hypervolume and leverage "
+                            "importances, and attach them to its MLflow run; at any moment "
+                            "of the sweep or after.")
+    report.add_argument("sweep", metavar="SWEEP",
+                        help="the sweep's name (`sweeper list` names them)")
+    _add_store(report)
     report.set_defaults(func=_report)
-    listing = sub.add_parser("list", help="the sweeps in a store")
-    listing.add_argument("--store", type=Path, default=DEFAULT_STORE)
+    listing = sub.add_parser("list", help="the sweeps in a store",
+                             description="List the sweeps in a store, with their trials "
+                             "counted by outcome.")
+    _add_store(listing)
     listing.set_defaults(func=_list)
-    baseline = sub.add_parser("baseline", help="train the space's model centrally (the ceiling)")
-    baseline.add_argument("--space", required=True, type=Path)
-    baseline.add_argument("--set", action="append", default=[], metavar="LEVERAGE=VALUE")
-    baseline.add_argument("--epochs", type=int, default=20)
-    baseline.add_argument("--store", type=Path, default=DEFAULT_STORE)
+    from sweeper.ui import command as ui_command  # stdlib only: no cost for other commands
+
+    ui = sub.add_parser("ui", help="browse a store: the MLflow UI and optuna-dashboard on "
+                        "127.0.0.1 (URLs printed; Ctrl-C stops both)",
+                        description="Start the MLflow UI and optuna-dashboard on a store, "
+                        "bound to 127.0.0.1 on free ports; print both URLs; Ctrl-C stops "
+                        "both.")
+    _add_store(ui)
+    ui.set_defaults(func=ui_command)
+    baseline = sub.add_parser("baseline", help="train the space's model centrally (the ceiling)",
+                              description="Train the space's model centrally on the pooled "
+                              "data of all clients, priced on a trial's energy ledger: the "
+                              "ceiling `pareto` and `report` compare the front with.")
+    baseline.add_argument("--space", required=True, type=Path, metavar="FILE", help=SPACE_HELP)
+    baseline.add_argument("--set", action="append", default=[], metavar="LEVERAGE=VALUE",
+                          help=SET_HELP)
+    baseline.add_argument("--epochs", type=int, default=20,
+                          help="training epochs (default: 20)")
+    _add_store(baseline)
     baseline.set_defaults(func=_baseline)
-    cluster = sub.add_parser("cluster", help="Grid'5000: reserve nodes and run Ray on them")
+    cluster = sub.add_parser("cluster", help="Grid'5000: reserve nodes and run Ray on them",
+                             description="Grid'5000: reserve nodes, run Ray on them, reach "
+                             "its dashboard, give them back (see g5k/README.md).")
     cluster.add_argument("action", choices=("check", "up", "status", "forward", "down"),
                          help="check: try credentials, API, SSH, the nodes' env, wattmeters "
                          "and job types, reserving nothing; forward: serve the head's Ray "
@@ -98,6 +182,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _pareto(args: argparse.Namespace) -> int:
+    from sweeper.live import LiveView
     from sweeper.names import checked_name
     from sweeper.orchestrate import SweepProgress, new_sweep_name, run_sweep
     from sweeper.space import load_space
@@ -107,7 +192,7 @@ def _pareto(args: argparse.Namespace) -> int:
     if args.name:
         checked_name(args.name, "--name")
     node_energy = None
-    if args.cluster is not None:
+    if args.cluster:
         from g5k.cluster import ClusterState, node_energy_source, ray_client_env
 
         state = ClusterState.load()
@@ -124,23 +209,36 @@ def _pareto(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     sweep = args.resume or args.name or new_sweep_name(space)
     resume = f"resume: sweeper pareto --space {args.space} --resume {sweep} --store {args.store}"
+    view = LiveView(space)
     with Interrupts(resume) as stop, Live(console=console, refresh_per_second=4,
                                           transient=False) as live:
 
         def show(progress: SweepProgress) -> None:
-            live.update(_progress_view(progress, space))
+            view.update(progress)
+            live.update(view)
 
         outcome = run_sweep(space, args.store, sweep=sweep,
                             resume=bool(args.resume), ray_address=args.ray_address,
                             dashboard=not args.no_dashboard, on_progress=show,
                             on_prepare=_corpus_progress(live), node_energy=node_energy,
                             command=args.argv, stop=stop)
+    if not console.is_terminal:  # rich's last frame there ends without one
+        console.line()
     if outcome.interrupted:  # Ctrl-C once: the running trials finished and are logged
         return stop.exit_code
     tracker = Tracker(args.store)
     _final_report(outcome, space, tracker, args.store)
-    print(f"sweep: {outcome.sweep}   MLflow: mlflow ui --backend-store-uri {tracker.uri}")
+    print(f"sweep: {outcome.sweep}")
+    print(f"browse it: sweeper ui --store {args.store}   (MLflow UI and optuna-dashboard)")
+    print(f"  or each: mlflow ui --backend-store-uri {tracker.uri}")
+    print(f"           optuna-dashboard {_optuna_url(args.store)}")
     return 0
+
+
+def _optuna_url(store: Path) -> str:
+    from sweeper.study import storage_url
+
+    return storage_url(store)
 
 
 def _final_report(outcome, space, tracker, store: Path) -> None:
@@ -163,11 +261,21 @@ def _final_report(outcome, space, tracker, store: Path) -> None:
 
 def _show_report(study, space, tracker, parent_run_id: str, trial_runs: dict[int, str]) -> None:
     """The fronts, hypervolume and importances: printed, and artifacts of the sweep's run."""
+    from optuna.trial import TrialState
+
     from sweeper import study as studies
     from sweeper.baseline_compare import load_baseline
     from sweeper.config import TrialConfig
     from sweeper.environment import summary
-    from sweeper.report import energy_cv_median, front_rows, front_table, publish
+    from sweeper.live import fmt
+    from sweeper.report import (
+        energy_cv_median,
+        front_rows,
+        front_table,
+        publish,
+        run_id_lines,
+        varied_leverages,
+    )
 
     scenario = TrialConfig(space.scenario).to_dict()["scenario"]
     baseline = load_baseline(tracker.uri, space.name, scenario)
@@ -179,6 +287,8 @@ def _show_report(study, space, tracker, parent_run_id: str, trial_runs: dict[int
                if space.repeats > 1 else "")
     out.print(front_table(rows, f"Pareto front of {study.study_name} ({goals}; feasible "
                                 f"trials{repeats})"))
+    for line in run_id_lines(rows):
+        print(line)
     out.print(front_table(extras["round_front"], "Anytime front: every round of every "
                                                  "trial (accuracy then, energy so far)"))
     if baseline is not None:
@@ -197,8 +307,13 @@ def _show_report(study, space, tracker, parent_run_id: str, trial_runs: dict[int
               f"{extras['hypervolume'][-1]['hypervolume']:.4g} (reference: the nadir pushed "
               "10% outward; history in hypervolume.csv)")
     for metric, ranking in extras["importances"].items():
-        top = ", ".join(f"{k} {v:.2f}" for k, v in list(ranking.items())[:4])
+        top = ", ".join(f"{k} {fmt(v)}" for k, v in list(ranking.items())[:4])
         print(f"importance for {metric}: {top or 'n/a'}")
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    constant = [lev.name for lev in space.leverages
+                if lev.name not in varied_leverages(complete)]
+    if extras["importances"] and constant:
+        print(f"no importance for {', '.join(constant)}: not varied across the complete trials")
     for trial in study.get_trials(deepcopy=False):  # results, but on no front
         if studies.outcome(trial) == "diverged":
             print(f"trial {trial.number} diverged: {trial.user_attrs.get('reason', '')}")
@@ -229,6 +344,11 @@ def _report(args: argparse.Namespace) -> int:
     parent = tracker.sweep_run(args.sweep, create=False)
     _show_report(study, space, tracker, parent, tracker.logged_trials(parent))
     tracker.report_written(parent)
+    from sweeper.artifact_store import missing
+
+    note = missing(args.store)
+    if note:
+        print(note)
     return 0
 
 
@@ -285,25 +405,6 @@ def _cluster(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress_view(progress, space) -> Table:
-    table = Table(title=f"{progress.sweep}: {progress.done}/{progress.budget} done, "
-                        f"{len(progress.running)} running, {progress.failed} failed"
-                        + (f", {progress.retried} retried by Ray" if progress.retried else ""),
-                  caption=(f"Ray dashboard: {progress.dashboard_url}   " if
-                           progress.dashboard_url else "") + progress.last_event)
-    metrics = [o.metric for o in space.objectives]
-    table.add_column("front: trial")
-    for lev in space.leverages:
-        table.add_column(lev.name)
-    for metric in metrics:
-        table.add_column(metric)
-    for trial in sorted(progress.front, key=lambda t: t.number):
-        table.add_row(str(trial.number), *(str(trial.params.get(lev.name, ""))
-                                           for lev in space.leverages),
-                      *(f"{v:.4g}" for v in trial.values))
-    return table
-
-
 def _configured(args: argparse.Namespace):
     """The space, the trial configuration its defaults and `--set` values give, and why
     they lie outside the space (with --force; else such values are refused)."""
@@ -352,14 +453,13 @@ def _baseline(args: argparse.Namespace) -> int:
 def _from_run(args: argparse.Namespace) -> int:
     from mlflow.tracking import MlflowClient
 
-    from sweeper.config import TrialConfig
     from sweeper.environment import machine, set_by_trial, sweep_environment
     from sweeper.result import strict_json
-    from sweeper.tracking import Tracker, tracking_uri
+    from sweeper.tracking import Tracker, tracking_uri, trial_config_of_run
     from sweeper.trial import prepare, run_trial
 
     uri = tracking_uri(args.store)
-    config = TrialConfig.from_mlflow_run(args.from_run, uri)
+    config = trial_config_of_run(args.from_run, uri)
     old = MlflowClient(uri).get_run(args.from_run).data.metrics
     here = {k: v for k, v in {**sweep_environment(), **machine()}.items()
             if k not in set_by_trial(config.leverages)}
@@ -402,7 +502,7 @@ def _trial(args: argparse.Namespace) -> int:
     if outside:  # --force: not a point of the space
         result.info[OUTSIDE_SPACE] = outside
     tracker = Tracker(args.store)
-    parent = tracker.sweep_run(f"{space.name}-single-trials", create=True)
+    parent = tracker.sweep_run(f"{space.name}-single-trials", create=True, space=space)
     run_id = tracker.log_trial(parent, len(tracker.logged_trials(parent)), config, result)
     tracker.log_environment(run_id, args.argv)
     if args.json:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -16,13 +17,19 @@ from optuna.trial import FrozenTrial, TrialState
 from sweeper.errors import StoreError
 from sweeper.names import file_safe
 from sweeper.result import TrialResult
+from sweeper.samplers import new_sampler
 from sweeper.space import SearchSpace
 from sweeper.store_lock import store_lock
 
+# A trial's results are Optuna *system* attrs (optuna-dashboard shows only user attrs: a
+# 4.6 KB JSON per trial made its pages unreadable); stores written before kept them as
+# user attrs under the same keys, and are still read (`_raw`).
 RESULT_ATTR = "result"
 INTERRUPTED_ATTR = "interrupted"
 SPACE_ATTR = "space_yaml"
-STATUS_ATTR = "status"  # of a FAIL trial: "failed" or "diverged"
+STATUS_ATTR = "status"  # "ok", "pruned", "failed", "diverged" (or "duplicate")
+RUN_ID_ATTR = "mlflow_run_id"  # the child run of the configuration's first repeat
+RUN_PATH_ATTR = "mlflow_run"  # its page in the MLflow UI, a path on the UI's address
 
 
 def storage_url(store: Path) -> str:
@@ -67,32 +74,7 @@ def discarded_on_failure(sweep: str, store: Path, created: bool) -> Iterator[Non
 def make_sampler(space: SearchSpace, done: int = 0) -> optuna.samplers.BaseSampler:
     """The space's sampler. A resumed sweep's is seeded `sampler.seed + done` (the trials
     the study holds): seeded as before, it would propose the first driver's trials again."""
-    seed = space.sampler_seed + done
-    if space.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=space.population_size)
-    if space.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if space.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    if space.sampler == "grid":
-        return ExhaustiveSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
-
-
-class ExhaustiveSampler(optuna.samplers.BruteForceSampler):
-    """Optuna's brute-force sampler (every combination, conditional leverages included),
-    for ask/tell: it calls `Study.stop()` once the space is exhausted, which Optuna only
-    allows inside `optimize`; here that becomes `exhausted`, and the driver stops asking."""
-
-    exhausted = False
-
-    def after_trial(self, study, trial, state, values) -> None:
-        try:
-            super().after_trial(study, trial, state, values)
-        except RuntimeError as exc:
-            if "Study.stop" not in str(exc):
-                raise
-            self.exhausted = True
+    return new_sampler(space, space.sampler_seed + done)
 
 
 def open_study(space: SearchSpace, sweep: str, store: Path, create: bool) -> optuna.Study:
@@ -104,17 +86,48 @@ def open_study(space: SearchSpace, sweep: str, store: Path, create: bool) -> opt
             study = optuna.load_study(study_name=sweep, storage=existing_storage(sweep, store),
                                       sampler=make_sampler(space))
         except KeyError:
-            raise StoreError(f"no sweep named {sweep!r} in {url}") from None
+            raise unknown_sweep(sweep, url, store) from None
         if [d.name.lower() for d in study.directions] != directions:
             raise StoreError(f"sweep {sweep!r} has other objectives than {space.path}")
         study.sampler = make_sampler(space, len(study.get_trials(deepcopy=False)))
+        if study.metric_names is None:  # a sweep started before they were named
+            _name_metrics(study, space)
         return study
     study = optuna.create_study(study_name=sweep, storage=storage(store),
                                 directions=directions, sampler=make_sampler(space))
     with discarded_on_failure(sweep, store, created=True):
         study.set_user_attr(SPACE_ATTR, Path(space.path).read_text())
         study.set_user_attr("objectives", [o.metric for o in space.objectives])
+        _name_metrics(study, space)
     return study
+
+
+def _name_metrics(study: optuna.Study, space: SearchSpace) -> None:
+    """optuna-dashboard's objective names (else "Objective 0/1")."""
+    with warnings.catch_warnings():  # experimental since Optuna 3.2, still in 5.1
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([o.metric for o in space.objectives])
+
+
+def note_run(study: optuna.Study, number: int, run_id: str, page: str) -> None:
+    """Put the MLflow child run of a configuration's first repeat on its Optuna trial (id,
+    and `page`, its path in the MLflow UI). The trial is usually told already (Optuna is told before
+    MLflow is written, see DESIGN.md), and Optuna refuses attrs on a finished trial, so the
+    row is written to the storage's table directly; an earlier value is replaced."""
+    from optuna.storages._rdb.models import TrialUserAttributeModel
+    from sqlalchemy.dialects.sqlite import insert
+
+    backend = getattr(study._storage, "_backend", study._storage)  # under _CachedStorage
+    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    attrs = {RUN_ID_ATTR: run_id, RUN_PATH_ATTR: page}
+    with backend.engine.begin() as connection:
+        for key, value in attrs.items():
+            row = insert(TrialUserAttributeModel).values(trial_id=trial_id, key=key,
+                                                         value_json=json.dumps(value))
+            connection.execute(row.on_conflict_do_update(
+                index_elements=["trial_id", "key"], set_={"value_json": row.excluded.value_json}))
+    cached = study._storage.get_trial(trial_id)  # this process's copy of a finished trial
+    cached.user_attrs.update(attrs)
 
 
 def is_finished(trial: FrozenTrial) -> bool:
@@ -128,24 +141,38 @@ REPEAT_ATTR = "repeat."  # + repeat index: each finished repeat's result, as it 
 TARGET_CONSTRAINT = "energy_to_accuracy_j: target_accuracy reached"
 
 
+def _raw(trial: FrozenTrial) -> dict[str, str]:
+    """The trial's stored results by key (RESULT_ATTR, REPEAT_ATTR + r): system attrs,
+    or user attrs in a store written before they moved."""
+    return {key: raw for attrs in (trial.user_attrs, trial.system_attrs)
+            for key, raw in attrs.items()
+            if key == RESULT_ATTR or key.startswith(REPEAT_ATTR)}
+
+
 def stored_result(trial: FrozenTrial) -> TrialResult | None:
     """The configuration's result: the aggregate of its repeats, or its only repeat."""
-    raw = trial.user_attrs.get(RESULT_ATTR) or trial.user_attrs.get(f"{REPEAT_ATTR}0")
-    return TrialResult.from_dict(json.loads(raw)) if raw else None
+    raw = _raw(trial)
+    text = raw.get(RESULT_ATTR) or raw.get(f"{REPEAT_ATTR}0")
+    return TrialResult.from_dict(json.loads(text)) if text else None
 
 
 def stored_repeats(trial: FrozenTrial) -> dict[int, TrialResult]:
     """Repeat index -> result of every repeat of the configuration finished so far."""
-    out = {int(key[len(REPEAT_ATTR):]): TrialResult.from_dict(json.loads(raw))
-           for key, raw in trial.user_attrs.items() if key.startswith(REPEAT_ATTR)}
-    if not out and RESULT_ATTR in trial.user_attrs:  # a store from before repeats
-        out[0] = TrialResult.from_dict(json.loads(trial.user_attrs[RESULT_ATTR]))
+    raw = _raw(trial)
+    out = {int(key[len(REPEAT_ATTR):]): TrialResult.from_dict(json.loads(text))
+           for key, text in raw.items() if key.startswith(REPEAT_ATTR)}
+    if not out and RESULT_ATTR in raw:  # a store from before repeats
+        out[0] = TrialResult.from_dict(json.loads(raw[RESULT_ATTR]))
     return dict(sorted(out.items()))
+
+
+def _keep(trial: optuna.Trial, key: str, result: TrialResult) -> None:
+    trial.storage.set_trial_system_attr(trial._trial_id, key, json.dumps(result.to_dict()))
 
 
 def store_repeat(trial: optuna.Trial, repeat: int, result: TrialResult) -> None:
     """Keep a finished repeat with its configuration, before anything else is written."""
-    trial.set_user_attr(f"{REPEAT_ATTR}{repeat}", json.dumps(result.to_dict()))
+    _keep(trial, f"{REPEAT_ATTR}{repeat}", result)
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, space: SearchSpace,
@@ -154,12 +181,16 @@ def tell(study: optuna.Study, trial: optuna.Trial, space: SearchSpace,
     result (rounds, meters, reason) is kept with it (in repeat 0's attribute when there is
     one repeat), so MLflow can be re-logged from Optuna alone."""
     if result.repeats > 1:
-        trial.set_user_attr(RESULT_ATTR, json.dumps(result.to_dict()))
+        _keep(trial, RESULT_ATTR, result)
+    trial.set_user_attr(STATUS_ATTR, result.status)
+    if result.reason:
+        trial.set_user_attr("reason", result.reason)
     if result.status == "ok":
         missing = [o.metric for o in space.objectives if o.metric != "energy_to_accuracy_j"
                    and math.isnan(result.objective(o.metric))]
         if missing:  # no number stands in for missing data: the point cannot be placed
             note = result.info.get("node_energy", {}).get("reason", "no value")
+            trial.set_user_attr(STATUS_ATTR, "failed")
             trial.set_user_attr("reason", f"objective {', '.join(missing)} is NaN: {note}")
             study.tell(trial, state=TrialState.FAIL)
             return
@@ -172,8 +203,6 @@ def tell(study: optuna.Study, trial: optuna.Trial, space: SearchSpace,
         trial.set_user_attr("pruned_after_round", len(result.rounds))
         study.tell(trial, state=TrialState.PRUNED)
     else:  # failed, or diverged (a result, not a crash: its status and reason say which)
-        trial.set_user_attr(STATUS_ATTR, result.status)
-        trial.set_user_attr("reason", result.reason)
         study.tell(trial, state=TrialState.FAIL)
 
 
@@ -264,7 +293,7 @@ def existing_storage(sweep: str, store: Path) -> optuna.storages.RDBStorage:
     """The store's Optuna storage, refused (not created: SQLite would make an empty file)
     when the store has no optuna.db."""
     if not (Path(store) / "optuna.db").is_file():
-        raise StoreError(f"no sweep named {sweep!r} in {store} (no optuna.db there)")
+        raise unknown_sweep(sweep, f"{store} (no optuna.db there)", store)
     return storage(store)
 
 
@@ -272,7 +301,13 @@ def load_existing(sweep: str, store: Path) -> optuna.Study:
     try:
         return optuna.load_study(study_name=sweep, storage=existing_storage(sweep, store))
     except KeyError:
-        raise StoreError(f"no sweep named {sweep!r} in {storage_url(store)}") from None
+        raise unknown_sweep(sweep, storage_url(store), store) from None
+
+
+def unknown_sweep(sweep: str, where: str, store: Path) -> StoreError:
+    """The error for a sweep name the store does not hold, saying where to find names."""
+    return StoreError(f"no sweep named {sweep!r} in {where}; `sweeper list --store {store}` "
+                      "lists the sweeps there")
 
 
 def space_of(study: optuna.Study) -> SearchSpace:

@@ -66,6 +66,27 @@ def write_space(path: Path, **overrides) -> Path:
     return path
 
 
+GRID = {"precision": {"choices": ["fp32", "bf16"]},
+        "update_codec": {"choices": ["none", "int8"]}}
+
+
+@pytest.fixture(scope="session")
+def grid_sweep(tmp_path_factory: pytest.TempPathFactory, ray_cluster: str):
+    """A finished grid sweep of 2 x 2 leverages (`sweeper pareto`, its report written),
+    shared by the modules that read a sweep's stores: (store, space)."""
+    from sweeper.cli import main
+    from sweeper.space import load_space
+
+    root = tmp_path_factory.mktemp("grid")
+    store = root / "store"
+    space_file = write_space(root / "grid.yaml", leverages=GRID,
+                             sampler={"name": "grid", "seed": 0},
+                             budget={"trials": 4, "parallel": 2})
+    assert main(["pareto", "--space", str(space_file), "--store", str(store), "--name",
+                 "grid", "--ray-address", ray_cluster]) == 0
+    return store, load_space(space_file)
+
+
 def kill_driver_when(cmd: list[str], store: Path, sweep: str, ready, log: Path,
                      timeout_s: float = 300) -> optuna.Study:
     """Start a sweep driver (`cmd` plus `--name sweep`), SIGKILL it as soon as

@@ -152,7 +152,8 @@ def test_an_unknown_sweep_creates_no_store(tmp_path: Path, capsys: pytest.Captur
     empty = tmp_path / "empty"
     empty.mkdir()
     monkeypatch.chdir(empty)  # the default store, ./mlruns (in-process: the suite's budget)
-    refused = "sweeper: error: no sweep named 'nosuch' in mlruns (no optuna.db there)"
+    refused = ("sweeper: error: no sweep named 'nosuch' in mlruns (no optuna.db there); "
+               "`sweeper list --store mlruns` lists the sweeps there")
     assert main(["pareto", "--space", str(space), "--resume", "nosuch"]) == 2
     assert _error(capsys) == refused
     assert list(empty.iterdir()) == []

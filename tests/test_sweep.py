@@ -60,7 +60,8 @@ def test_tiny_sweep_end_to_end(tmp_path: Path, ray_cluster: str,
     points = {}
     for run in children:
         assert set(run.data.params) >= LEVERAGES, run.data.params
-        for metric in ("accuracy", "loss", "energy_j", "bytes_up", "bytes_down"):
+        for metric in ("round/accuracy", "round/loss", "cumulative/energy_j",
+                       "round/bytes_up", "round/bytes_down"):
             history = client.get_metric_history(run.info.run_id, metric)
             assert [m.step for m in history] == [1, 2], metric
         windows = run.data.tags["sweeper.client_windows"]  # a counter, where this host has one
@@ -68,11 +69,14 @@ def test_tiny_sweep_end_to_end(tmp_path: Path, ray_cluster: str,
             "modeled" if windows == "None" else "measured")
         assert run.data.tags["sweeper.node_meter"] == "None"  # isolation: shared
         assert (windows != "None") or "no counter" in run.data.tags["sweeper.node_meter_note"]
-        energy = [m.value for m in client.get_metric_history(run.info.run_id, "energy_j")]
+        energy = [m.value for m in client.get_metric_history(run.info.run_id,
+                                                                "cumulative/energy_j")]
         assert energy == sorted(energy)  # cumulative
+        kind = {c: run.data.tags[f"sweeper.meter_kind.{c}"] for c in (
+            "client_compute_j", "server_compute_j", "communication_j")}
         components = [
             sum(client.get_metric_history(
-                run.info.run_id, f"energy_{run.data.tags[f'sweeper.meter_kind.{c}']}.{c}")[i].value
+                run.info.run_id, f"cumulative/energy_{kind[c]}.{c}")[i].value
                 for c in ("client_compute_j", "server_compute_j", "communication_j"))
             for i in range(2)]
         assert components == pytest.approx(energy)
@@ -124,12 +128,20 @@ def test_killed_sweep_resumes_without_loss_or_duplicates(tmp_path: Path,
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3  # nothing repeated
     for number in finished_before:  # finished trials were not run again
         assert study.trials[number].datetime_complete == before.trials[number].datetime_complete
-        assert study.trials[number].user_attrs == before.trials[number].user_attrs
+        # (its MLflow run id is noted after MLflow is written: a kill between the two
+        # leaves it to the resume)
+        kept = [{k: v for k, v in t.user_attrs.items() if not k.startswith("mlflow_run")}
+                for t in (study.trials[number], before.trials[number])]
+        assert kept[0] == kept[1]
+        assert study.trials[number].system_attrs == before.trials[number].system_attrs
     for number, params in cut_off.items():  # taken over under its own number, same values
         assert study.trials[number].params == params
     _, children = _child_runs(store, "killed")
     logged = [int(r.data.tags["sweeper.trial"]) for r in children]
     assert sorted(logged) == [0, 1, 2]  # one child run per trial
+    # every trial names its run, those the resumed driver logged or took over included
+    assert {t.user_attrs["mlflow_run_id"] for t in study.trials} == {
+        r.info.run_id for r in children}
 
 
 def test_a_sweep_mixing_both_engines(tmp_path: Path, ray_cluster: str) -> None:

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from sweeper.cli import main
 from sweeper.config import TrialConfig
 from sweeper.space import load_space
-from sweeper.tracking import tracking_uri
+from sweeper.tracking import tracking_uri, trial_config_of_run
 from sweeper.trial import run_trial
 
 
@@ -72,5 +72,5 @@ def test_trial_command_prints_json_and_logs_to_mlflow(tmp_path: Path,
     assert out["result"]["status"] == "ok" and len(out["result"]["rounds"]) == 2
     run = MlflowClient(tracking_uri(store)).get_run(out["mlflow_run_id"])
     assert run.data.params["update_codec"] == "int8"
-    rebuilt = TrialConfig.from_mlflow_run(out["mlflow_run_id"], tracking_uri(store))
+    rebuilt = trial_config_of_run(out["mlflow_run_id"], tracking_uri(store))
     assert rebuilt.to_dict() == out["config"]
