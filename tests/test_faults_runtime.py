@@ -198,7 +198,7 @@ def _runs_a_trial(node) -> bool:
         try:
             parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
             if parent == raylet and (proc / "cmdline").read_bytes().startswith(
-                    b"ray::_remote_trial"):
+                    b"ray::trial-"):
                 return True
         except (OSError, IndexError, ValueError):  # gone meanwhile
             continue

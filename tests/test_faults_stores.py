@@ -265,14 +265,18 @@ def test_read_only_store(two_sweeps: TwoSweeps, tmp_path: Path) -> None:
                    "exit 2, one line; sweep's run FAILED, trials kept; `report` finishes it")
 def test_disk_full_during_the_final_report(two_sweeps: TwoSweeps, tmp_path: Path,
                                            ray_cluster: str) -> None:
-    disk = tmp_path / "disk"
+    store = copy_of(two_sweeps, tmp_path)
+    # The artifacts on a disk of their own (the databases stay writable: the run's status
+    # can be set), holding the sweeps' artifacts and 16 kB more: the report's plots
+    # (~60 kB of PNG) will not fit.
+    kept = Path(shutil.move(store / "artifacts", tmp_path / "artifacts"))
+    disk = store / "artifacts"
     disk.mkdir()
     with mounted(disk, "-t", "tmpfs", "-o", "size=64m", "tmpfs"):
-        store = copy_of(two_sweeps, disk)
+        shutil.copytree(kept, disk, dirs_exist_ok=True)
         # a sweep whose trials are done but its report never written (its driver was killed)
         for name in REPORT_FILES:
             (report_dir(store, "b") / name).unlink()
-        # 16 kB left: the report's plot (~100 kB of PNG) will not fit
         size = shutil.disk_usage(disk).used + 16_000
         subprocess.run(["mount", "-o", f"remount,size={size}", str(disk)], check=True)
         proc = sweeper("pareto", "--space", two_sweeps.space, "--resume", "b", "--store",

@@ -38,7 +38,7 @@ def _trial_workers() -> list[int]:
     found = []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
-            if ((proc / "cmdline").read_bytes().startswith(b"ray::_remote_trial")
+            if ((proc / "cmdline").read_bytes().startswith(b"ray::trial-")
                     and _descends_from_us(int(proc.name))):
                 found.append(int(proc.name))
         except (OSError, IndexError, ValueError):  # gone meanwhile

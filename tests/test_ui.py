@@ -90,12 +90,15 @@ def test_ui_serves_the_sweep_on_loopback_and_stops_on_ctrl_c(store: Path) -> Non
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         urls = {}
-        while len(urls) < 2:
+        while "optuna-dashboard" not in urls:  # the MLflow UI, each sweep's page, optuna's
             line = proc.stdout.readline()
             assert line, proc.stderr.read()[-3000:]
             name, _, url = line.partition(": ")
             urls[name.strip()] = url.strip()
         mlflow_url, optuna_url = urls["MLflow UI"], urls["optuna-dashboard"]
+        # the sweep's runs, in MLflow's model-training view (a bare URL opens on GenAI's)
+        assert urls[SWEEP].startswith(f"{mlflow_url}/#/experiments/")
+        assert urls[SWEEP].endswith("/runs?workflowType=machine_learning")
         children = _descendants(proc.pid)
         assert children
 
