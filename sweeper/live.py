@@ -49,7 +49,10 @@ class LiveView:
         self.read_at = 0.0
 
     def update(self, progress: SweepProgress) -> None:
+        """In the driver's thread: Ray is asked for rounds here, never from rich's refresh
+        thread (a call into Ray racing the driver's shutdown of it can hang the driver)."""
         self.progress = progress
+        self._read_rounds(self._tasks(progress))
 
     def __rich__(self) -> RenderableType:
         progress = self.progress
@@ -57,12 +60,18 @@ class LiveView:
             return Text("")
         try:
             running = dict(progress.running)
-            tasks = {number: dict(by_repeat) for number, by_repeat
-                     in dict(getattr(progress, "tasks", {})).items()}
+        except RuntimeError:  # the driver changed it mid-copy: next refresh
+            running = {}
+        return progress_view(progress, self.space,
+                             self._running_rows(running, self._tasks(progress)))
+
+    @staticmethod
+    def _tasks(progress: SweepProgress) -> dict[int, dict[int, str]]:
+        try:
+            return {number: dict(by_repeat) for number, by_repeat
+                    in dict(getattr(progress, "tasks", {})).items()}
         except RuntimeError:  # the driver changed them mid-copy: next refresh
-            running, tasks = {}, {}
-        self._read_rounds(tasks)
-        return progress_view(progress, self.space, self._running_rows(running, tasks))
+            return {}
 
     def _read_rounds(self, tasks: dict[int, dict[int, str]]) -> None:
         from sweeper import attempts  # Ray: only once a sweep runs

@@ -355,7 +355,9 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
         fill_slots()
         notify(progress)
         while pending:
-            wait_first(list(pending), space.scenario.cpus_per_trial, waiting)
+            # the live view reads the trials' rounds in this thread (see live.LiveView)
+            wait_first(list(pending), space.scenario.cpus_per_trial, waiting,
+                       tick=lambda: notify(progress))
             # every repeat finished by now is stored and its slot refilled before any is
             # logged to MLflow: trials ending together do not wait on each other's logging
             ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)

@@ -76,12 +76,15 @@ def waiting_line(cpus_per_trial: int, in_flight: int) -> str | None:
 
 
 def wait_first(refs: list[ray.ObjectRef], cpus_per_trial: int,
-               show: Callable[[str], None], check_s: float = WAIT_CHECK_S) -> None:
-    """`ray.wait` for the first of `refs` to finish; every `check_s` without one, `show`
-    the waiting line if Ray holds some of them back for want of CPUs (and once, that the
-    wait is over)."""
+               show: Callable[[str], None], check_s: float = WAIT_CHECK_S,
+               tick: Callable[[], None] | None = None) -> None:
+    """`ray.wait` for the first of `refs` to finish; every `check_s` without one, `tick()`
+    and `show` the waiting line if Ray holds some of them back for want of CPUs (and
+    once, that the wait is over)."""
     waited = False
     while not ray.wait(refs, num_returns=1, timeout=check_s)[0]:
+        if tick is not None:
+            tick()
         line = waiting_line(cpus_per_trial, len(refs))
         if line or waited:
             show(line or "CPUs free: the waiting trial(s) started")
