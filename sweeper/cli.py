@@ -145,7 +145,7 @@ def _parser() -> argparse.ArgumentParser:
                              "counted by outcome.")
     _add_store(listing)
     listing.set_defaults(func=_list)
-    from sweeper.ui import command as ui_command  # stdlib only: no cost for other commands
+    from sweeper.ui import command as ui_command  # no torch, Ray or Flower: cheap for all
 
     ui = sub.add_parser("ui", help="browse a store: the MLflow UI and optuna-dashboard on "
                         "127.0.0.1 (URLs printed; Ctrl-C stops both)",

@@ -11,7 +11,6 @@ each runs in a process group of its own that is killed whole; both die with this
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import shutil
 import signal
@@ -27,6 +26,7 @@ from contextlib import closing, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sweeper.engines.deployment.processes import die_with_parent, free_port
 from sweeper.errors import StoreError, SweeperError
 
 HOST = "127.0.0.1"
@@ -102,7 +102,7 @@ def start(store: Path, timeout_s: float = START_TIMEOUT_S,
     check_store(store)
     folder = Path(store).resolve()
     logs = tempfile.TemporaryDirectory(prefix="sweeper-ui-")
-    mlflow_port, optuna_port = _free_port(), _free_port()
+    mlflow_port, optuna_port = free_port(HOST), free_port(HOST)
     # MLflow 3's server also starts a job runner and ~7 consumers for its GenAI jobs
     # (judges, prompt optimization): none are used here, and they took a minute to start
     mlflow = _launch("MLflow UI", mlflow_port, Path(logs.name) / "mlflow.log", [
@@ -167,20 +167,13 @@ def serve(store: Path, say: Callable[[str], None] = print) -> int:
     return 0
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # in the child, between fork and exec
-    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 def _launch(name: str, port: int, log: Path, argv: list[str],
             env: dict[str, str] | None = None) -> Server:
     with log.open("wb") as out:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
                                    env={**os.environ, **(env or {})},
                                    stdin=subprocess.DEVNULL, start_new_session=True,
-                                   preexec_fn=_die_with_parent)
+                                   preexec_fn=die_with_parent)
     return Server(name, f"http://{HOST}:{port}", process, log)
 
 
@@ -190,12 +183,6 @@ def _optuna_dashboard() -> str:
     if found is None:
         raise SweeperError("optuna-dashboard is not installed (pip install optuna-dashboard)")
     return found
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def _wait_listening(server: Server, servers: Servers, timeout_s: float,

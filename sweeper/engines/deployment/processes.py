@@ -15,13 +15,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
 _LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: the child only calls into it
 
 
-def _die_with_parent() -> None:
-    """Run in the child between fork and exec. The signal comes when the *thread* that
-    started the child ends, so processes are started from the thread running the trial."""
+def die_with_parent(name: str | None = None) -> None:
+    """Run in a child (between fork and exec, or in a fork that stays): SIGKILL when the
+    parent goes, and, if given, be called `name` (<= 15 bytes) in `ps` and /proc/PID/comm.
+    The signal comes when the *thread* that started the child ends, so processes are
+    started from the thread running the trial."""
     _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if name is not None:
+        _LIBC.prctl(_PR_SET_NAME, name.encode()[:15])
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -69,7 +74,7 @@ class Processes:
     def start(self, name: str, argv: Sequence[str], env: dict[str, str]) -> subprocess.Popen:
         log = (self.log_dir / f"{name}.log").open("wb")
         proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True, preexec_fn=_die_with_parent)
+                                start_new_session=True, preexec_fn=die_with_parent)
         log.close()
         self.procs[name] = proc
         return proc

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
 import pickle
@@ -40,11 +39,11 @@ import time
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from sweeper.engines.deployment.processes import die_with_parent
+
 FAST_POLL_S = 0.02
 IDLE_POLL_S = 0.25
 ANNOUNCE = "trial.json"  # {"generation": n, "config": TrialConfig JSON}
-_PR_SET_PDEATHSIG = 1
-_PR_SET_NAME = 15
 
 
 def announce(folder: Path, generation: int, config_json: str) -> None:
@@ -63,14 +62,6 @@ def failed_file(ready: Path) -> Path:
     return ready.with_name("failed-" + ready.name.removeprefix("ready-"))
 
 
-def _die_with_parent(name: str) -> None:
-    """Die with the parent, and be called `name` (≤ 15 bytes) in `ps`, `top` and
-    /proc/PID/comm."""
-    libc = ctypes.CDLL(None)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    libc.prctl(_PR_SET_NAME, name.encode()[:15])
-
-
 def _entry_point(command: str):
     """The function behind one of Flower's console scripts (`flwr-clientapp`, ...)."""
     (found,) = entry_points(group="console_scripts", name=command)
@@ -85,7 +76,7 @@ def _run_task(argv: list[str], quiet: bool, threads: int) -> None:
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
-        _die_with_parent(argv[0])
+        die_with_parent(argv[0])
         if quiet:
             null = os.open(os.devnull, os.O_WRONLY)
             os.dup2(null, 1)
@@ -135,7 +126,7 @@ class TrialZygote:
         code = 1
         try:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            _die_with_parent("sweeper-zygote")
+            die_with_parent("sweeper-zygote")
             try:
                 warm(config_json, role)
             except Exception as exc:  # the trial fails at once, with the reason

@@ -49,19 +49,22 @@ class Lossless:
         return out
 
 
-class Zstd(Lossless):
+class _Named(Lossless):
+    """A `Lossless` stage whose method is its class's `METHOD` (what the registry names)."""
+
+    METHOD: str
+
     def __init__(self) -> None:
-        super().__init__("zstd")
+        super().__init__(self.METHOD)
 
     @classmethod
-    def from_spec(cls, spec: CodecSpec, rng: np.random.Generator | None = None) -> Zstd:
+    def from_spec(cls, spec: CodecSpec, rng: np.random.Generator | None = None) -> _Named:
         return cls()
 
 
-class Lz4(Lossless):
-    def __init__(self) -> None:
-        super().__init__("lz4")
+class Zstd(_Named):
+    METHOD = "zstd"
 
-    @classmethod
-    def from_spec(cls, spec: CodecSpec, rng: np.random.Generator | None = None) -> Lz4:
-        return cls()
+
+class Lz4(_Named):
+    METHOD = "lz4"

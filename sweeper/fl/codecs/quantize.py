@@ -99,21 +99,24 @@ class IntQuantizer(SideArrayCodec):
         return signed.reshape(arr.shape)
 
 
-class Int8(IntQuantizer):
+class _FixedBits(IntQuantizer):
+    """An `IntQuantizer` whose width is its class's `BITS` (what the registry names)."""
+
+    BITS: int
+
     def __init__(self, granularity: str = "tensor", stochastic: bool = False,
                  rng: np.random.Generator | None = None) -> None:
-        super().__init__(8, granularity, stochastic, rng)
+        super().__init__(self.BITS, granularity, stochastic, rng)
 
     @classmethod
-    def from_spec(cls, spec: CodecSpec, rng: np.random.Generator | None = None) -> Int8:
+    def from_spec(cls, spec: CodecSpec, rng: np.random.Generator | None = None
+                  ) -> _FixedBits:
         return cls(spec.granularity, spec.stochastic, rng)
 
 
-class Int4(IntQuantizer):
-    def __init__(self, granularity: str = "tensor", stochastic: bool = False,
-                 rng: np.random.Generator | None = None) -> None:
-        super().__init__(4, granularity, stochastic, rng)
+class Int8(_FixedBits):
+    BITS = 8
 
-    @classmethod
-    def from_spec(cls, spec: CodecSpec, rng: np.random.Generator | None = None) -> Int4:
-        return cls(spec.granularity, spec.stochastic, rng)
+
+class Int4(_FixedBits):
+    BITS = 4
