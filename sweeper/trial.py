@@ -71,9 +71,9 @@ def _run(config: TrialConfig, prune: PruneRule | None) -> TrialResult:
     plan = meter_plan(config.scenario)
     watcher = (TrialWatcher(plan.node, prune, trial_ledger(config, plan))
                if plan.node is not None or prune is not None else None)
-    if watcher is not None or engine_of(config) == "simulation":
-        # the round, for the live view; deployment relays a watcher only when it has one
-        watcher = Watchers(watcher, RoundProgress())
+    progress = RoundProgress()  # the round, for a sweep's live view (a no-op outside Ray)
+    if progress.task_id is not None or watcher is not None:
+        watcher = Watchers(watcher, progress if progress.task_id is not None else None)
     engine_info: dict = {}
     started = time.perf_counter()  # the federation's time, not the warm-up's or probe's
     started_unix = time.time()
