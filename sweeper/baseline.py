@@ -85,12 +85,15 @@ def run_baseline(config: TrialConfig, epochs: int) -> BaselineResult:
     # the thread count a trial's clients train with: CPU time (hence joules) depends on it
     torch.set_num_threads(settings.threads or max(1, config.scenario.cpus_per_trial))
     try:
+        warm_started = time.process_time()
         _warm_up(model, x, y, x_test, y_test, settings)
+        warmup_cpu_s = time.process_time() - warm_started
         plan = meter_plan(config.scenario)
         ledger = _compute_ledger(config, plan)
         result.meters = ledger.provenance()
         result.info = {"meter_selection": plan.selection, "train_flops_per_epoch": train_flops,
-                       "torch_threads": torch.get_num_threads()}
+                       "torch_threads": torch.get_num_threads(),
+                       "warmup_cpu_s": warmup_cpu_s}
         started = time.perf_counter()
         for epoch in range(epochs):
             began = time.perf_counter()

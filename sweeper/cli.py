@@ -469,7 +469,7 @@ def _from_run(args: argparse.Namespace) -> int:
     new = run_trial(config)
     new.info["ran_elsewhere"] = elsewhere or []
     rows = {"accuracy": new.accuracy, "energy_j": new.energy_j, "bytes_total": new.bytes_total,
-            "wall_s": new.wall_s}
+            "wall_s": new.wall_s, "warmup_cpu_s": new.info.get("warmup_cpu_s", float("nan"))}
     logged = {k: old.get(f"final.{k}", float("nan")) for k in rows}
     change = {k: (rows[k] - logged[k]) / logged[k] if logged[k] else float("nan") for k in rows}
     if args.json:

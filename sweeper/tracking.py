@@ -75,6 +75,8 @@ TRIAL_METRICS = {
     "final.bytes_total": "B, up and down, every round",
     "final.node_energy_j": "J, whole node(s) over the trial's window (node energy source)",
     "final.energy_to_accuracy_j": "J, until the first round reaching target_accuracy",
+    "final.warmup_cpu_s": "CPU s, the warm-up run before any meter counted (it holds the "
+                          "process's cold start, if the trial had it); in no joules",
     "failed.spent_j": "J, what a failed trial used until it failed (modeled)",
 }
 SWEEP_METRICS = {  # the sweep's parent run, step = configurations finished
@@ -455,6 +457,8 @@ def _metrics(result: TrialResult, end_ms: int) -> list[Metric]:
             value = getattr(result, name)
             if value == value:
                 finals[f"final.{name}"] = value
+        if "warmup_cpu_s" in result.info:
+            finals["final.warmup_cpu_s"] = result.info["warmup_cpu_s"]
         out += [Metric(k, float(v), end_ms, 0) for k, v in finals.items()]
     elif "spent_j" in result.info:  # what the failed trial used until it failed (modeled)
         out.append(Metric("failed.spent_j", float(result.info["spent_j"]), end_ms, 0))

@@ -66,8 +66,10 @@ def _on_this_machine(result: TrialResult) -> TrialResult:
 
 
 def _run(config: TrialConfig, prune: PruneRule | None) -> TrialResult:
+    warm_started = time.process_time()
     if engine_of(config) == "simulation":  # deployment's ClientApps run elsewhere
         warm_up(config)
+    warmup_cpu_s = time.process_time() - warm_started
     plan = meter_plan(config.scenario)
     watcher = (TrialWatcher(plan.node, prune, trial_ledger(config, plan))
                if plan.node is not None or prune is not None else None)
@@ -86,6 +88,8 @@ def _run(config: TrialConfig, prune: PruneRule | None) -> TrialResult:
     result.info.update(engine_info)
     result.info["speed"] = {"torch_threads": rounds[-1].torch_threads}
     result.info["meter_selection"] = plan.selection
+    # what the counted windows left out: the process's cold start, when this trial had it
+    result.info["warmup_cpu_s"] = warmup_cpu_s
     return result
 
 

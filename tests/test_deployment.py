@@ -244,6 +244,7 @@ def test_a_superlink_port_taken_in_between_is_retried(tmp_path: Path) -> None:
     assert not flower_processes()
 
 
+@pytest.mark.slow  # ~50 s: a deployment whose SuperNodes are Ray actors
 def test_supernodes_placed_by_ray_run_in_their_actors(ray_cluster) -> None:
     """`deploy_placement: ray`: each SuperNode is started by a Ray actor of its own (here
     all on the one local node), with TLS and SuperNode authentication although the scenario

@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from sweeper.config import Scenario, TrialConfig, resolve_leverages
 from sweeper.engines import run_trial_federation
 
@@ -29,6 +31,7 @@ print("ROUNDS" + json.dumps([[r.round, r.accuracy, r.loss, r.bytes_up, r.bytes_d
 """
 
 
+@pytest.mark.slow  # ~40 s; run it when Flower is upgraded: its runtime is the reference
 def test_fast_path_matches_flowers_stock_simulation() -> None:
     scenario = Scenario(corpus_speakers=8, corpus_takes=2, num_clients=2, rounds=2)
     config = TrialConfig(scenario, resolve_leverages({"update_codec": "int8"}, scenario), 0)

@@ -200,6 +200,7 @@ def ray_group_alive(pidfile: Path) -> bool:
     return True
 
 
+@pytest.mark.slow  # ~40 s: a second real Ray, its head and worker started over SSH
 def test_cluster_up_status_down_with_real_ray(ssh_hosts, ray_dir: str, ray_cluster: str,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """oarsub on the frontend, then a real Ray head on 127.0.0.1 and a real worker on
