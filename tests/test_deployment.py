@@ -300,3 +300,15 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def test_the_federations_processes_read_the_trials_data_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flower's processes get a private HOME; the corpus and features must still be the
+    ones the trial cached (under the user's HOME when SWEEPER_CACHE is unset), else every
+    new federation synthesized the corpus again in each SuperExec."""
+    monkeypatch.delenv("SWEEPER_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    env = deployment._env(tmp_path / "federation")
+    assert env["HOME"] == str(tmp_path / "federation")
+    assert env["SWEEPER_CACHE"] == str(tmp_path / "user" / ".cache" / "sweeper")

@@ -15,6 +15,7 @@ from flwr.app import Context, Message
 from flwr.serverapp import Grid, ServerApp
 
 from sweeper.config import TrialConfig
+from sweeper.engines.deployment.doorbell import Doorbell, ring
 from sweeper.engines.deployment.relay import RelayedWatcher
 from sweeper.engines.deployment.wire import WireCounters
 from sweeper.fl.client_app import app as client_app
@@ -53,13 +54,15 @@ def main(grid: Grid, context: Context) -> None:
 class PromptGrid(Grid):
     """The SuperLink's grid, pulling replies every few milliseconds (backing off to
     `SLOWEST_PULL_S` while clients train) where Flower's `send_and_receive` waits a fixed
-    3 s between pulls."""
+    3 s between pulls. With a doorbell (`doorbell.py`) it rings the SuperNodes when it
+    pushed messages and pulls when a SuperNode rings that it pushed a reply."""
 
     FIRST_PULL_S = 0.02
     SLOWEST_PULL_S = 0.2
 
     def __init__(self, grid: Grid) -> None:
         self.grid = grid
+        self.bell = Doorbell("server")
 
     def set_run(self, run) -> None:
         self.grid.set_run(run)
@@ -75,7 +78,9 @@ class PromptGrid(Grid):
         return self.grid.get_node_ids()
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self.grid.push_messages(messages)
+        pushed = self.grid.push_messages(messages)
+        ring("node-*")
+        return pushed
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         return self.grid.pull_messages(message_ids)
@@ -85,13 +90,13 @@ class PromptGrid(Grid):
         waiting = set(self.push_messages(messages))
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: list[Message] = []
-        wait_s = self.FIRST_PULL_S
+        wait_s = self.SLOWEST_PULL_S if self.bell.works else self.FIRST_PULL_S
         while waiting and (deadline is None or time.monotonic() < deadline):
             pulled = list(self.pull_messages(waiting))
             replies.extend(pulled)
             waiting -= {m.metadata.reply_to_message_id for m in pulled}
             if waiting:
-                time.sleep(wait_s)
+                self.bell.wait(wait_s)
                 wait_s = min(wait_s * 1.5, self.SLOWEST_PULL_S)
         return replies
 

@@ -50,6 +50,7 @@ from sweeper.engines.deployment.apps import (
     WIRE_INTERFACES,
     read_stats,
 )
+from sweeper.engines.deployment.doorbell import BELLS, BELLS_ENV, bells_folder, ring
 from sweeper.engines.deployment.gateway import gateway_argv
 from sweeper.engines.deployment.kept import KEPT, shape
 from sweeper.engines.deployment.netns import Network, unavailable
@@ -61,6 +62,7 @@ from sweeper.engines.deployment.tls import Credentials, make_credentials
 from sweeper.errors import SweeperError
 from sweeper.fl.strategy import RoundStats
 from sweeper.kws import trial_data
+from sweeper.kws.dataset import cache_root
 
 HOST = "127.0.0.1"
 ANNOUNCEMENTS = "announcements"  # where the SuperExecs learn the next trial (superexec.py)
@@ -197,10 +199,16 @@ def _env(home: Path) -> dict[str, str]:
     env = dict(os.environ)
     root = str(Path(sweeper.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    # the trial's corpus and features, not a cache under the private HOME below: without
+    # it every new federation synthesized the corpus again in each SuperExec (minutes)
+    env["SWEEPER_CACHE"] = str(cache_root())
     env["FLWR_HOME"] = str(home / "flwr")
     env["HOME"] = str(home)
     env["PYTHONUNBUFFERED"] = "1"
     env["FLWR_TELEMETRY_ENABLED"] = "0"  # no event leaves the machine
+    bells = bells_folder(home)
+    if bells is not None:
+        env[BELLS_ENV] = str(bells)
     env[OWNER_ENV] = str(os.getpid())  # inherited by every process below: whose they are
     for legacy in (FLWR_INTERNAL_GRPC_CONTROL_API, FLWR_INTERNAL_GRPC_FLEET_API):
         env.pop(legacy, None)  # Flower's gRPC APIs would bind 0.0.0.0
@@ -388,6 +396,7 @@ def run(federation: Federation, config: TrialConfig, watcher=None,
             fab=fab_to_proto(_fab()), override_config=user_config_to_proto(overrides)))
         if not res.HasField("run_id"):
             raise SweeperError("deployment: the SuperLink did not start the run")
+        ring("exec-server", federation.home / BELLS)  # its SuperExec starts the ServerApp
         run_id = res.run_id
         timeout_s = ROUND_TIMEOUT_S * (int(config.leverages["rounds"]) + 1)
         deadline = time.monotonic() + timeout_s

@@ -23,7 +23,9 @@ without one (SuperNodes on other machines) tasks are forked from this process it
 warm themselves, as Flower's would.
 
 Tasks are polled for every `FAST_POLL_S` after activity, backing off to `IDLE_POLL_S`: an
-idle federation kept between trials costs almost nothing.
+idle federation kept between trials costs almost nothing. With a doorbell (`doorbell.py`,
+rung by the SuperNode when it stored a message, or by the trial when it started a run) it
+waits for the ring instead, looking anyway every `PATIENCE_S`.
 """
 
 from __future__ import annotations
@@ -35,14 +37,18 @@ import os
 import pickle
 import signal
 import sys
+import threading
 import time
+from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from sweeper.engines.deployment.doorbell import PATIENCE_S, Doorbell
 from sweeper.engines.deployment.processes import die_with_parent
 
 FAST_POLL_S = 0.02
 IDLE_POLL_S = 0.25
+TASK_COMMANDS = {"server": "flwr-serverapp", "client": "flwr-clientapp"}
 ANNOUNCE = "trial.json"  # {"generation": n, "config": TrialConfig JSON}
 
 
@@ -62,8 +68,11 @@ def failed_file(ready: Path) -> Path:
     return ready.with_name("failed-" + ready.name.removeprefix("ready-"))
 
 
+@cache
 def _entry_point(command: str):
-    """The function behind one of Flower's console scripts (`flwr-clientapp`, ...)."""
+    """The function behind one of Flower's console scripts (`flwr-clientapp`, ...), loaded
+    once in the SuperExec: importing it (Flower's runtime, FastAPI, SQLAlchemy ...) took
+    1.6 s, which every task paid again."""
     (found,) = entry_points(group="console_scripts", name=command)
     return found.load()
 
@@ -91,6 +100,33 @@ def _run_task(argv: list[str], quiet: bool, threads: int) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def flush_logs_by_joining(log_queue, timeout: float = 3.0) -> bool:
+    """Flower's `flush_logs` (at a ServerApp's exit) waits for the log queue to empty and
+    then a fixed 1 s "to allow the PushLogs call to complete", which every trial paid. This
+    stops the log uploader thread and joins it: all queued logs are pushed, the last call
+    has completed, and no longer is waited. (Lines logged after this stay local.)"""
+    from flwr.supercore.logger import _log_uploader, flush_logs
+
+    uploader = next((thread for thread in threading.enumerate()
+                     if getattr(thread, "_target", None) is _log_uploader), None)
+    if uploader is None:
+        return flush_logs(log_queue, timeout)
+    log_queue.put(None)
+    uploader.join(timeout)
+    return not uploader.is_alive()
+
+
+def _patch_serverapp_exit() -> None:
+    import importlib
+
+    # the module (its package exports a function of the same name)
+    run_serverapp = importlib.import_module("flwr.superlink.runtime.run_serverapp")
+    if not hasattr(run_serverapp, "flush_logs"):
+        raise RuntimeError("flwr.superlink.runtime.run_serverapp has no flush_logs: "
+                           "sweeper's SuperExec needs updating for this Flower")
+    run_serverapp.flush_logs = flush_logs_by_joining
 
 
 def _argv(spec) -> list[str]:
@@ -161,6 +197,7 @@ def warm(config_json: str, role: str) -> None:
     import torch
 
     from sweeper.config import TrialConfig
+    from sweeper.energy.windows import window_meter
     from sweeper.fl.warmup import warm_client, warm_server
 
     config = TrialConfig.from_json(config_json)
@@ -169,6 +206,9 @@ def warm(config_json: str, role: str) -> None:
         warm_server(config)
     else:
         warm_client(config, int(role))
+        # the ClientApp's counter window: opening the node meter (Zeus's imports and its
+        # search for counters, cached per process) took 1-2 s in every task otherwise
+        window_meter(config.scenario.meters)
 
 
 def _reap() -> None:
@@ -256,6 +296,10 @@ def serve(runtime_api_address: str, root_certificates: str | None, name: str, ro
 
     import sweeper.engines.deployment.apps  # noqa: F401  (the imports every task needs)
 
+    _entry_point(TASK_COMMANDS["server" if role == "server" else "client"])
+    if role == "server":
+        _patch_serverapp_exit()
+
     insecure = root_certificates is None
     executor = ForkExecutor(name, role, announcements)
     plugin = AutoExecPlugin(runtime_api_address=runtime_api_address, insecure=insecure,
@@ -266,6 +310,7 @@ def serve(runtime_api_address: str, root_certificates: str | None, name: str, ro
         interceptors=[RuntimeVersionHttpInterceptor(component_name="SuperExec")],
         retry_invoker=make_simple_http_retry_invoker())
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    bell = Doorbell(f"exec-{name}")
     wait_s = FAST_POLL_S
     try:
         while True:
@@ -276,9 +321,14 @@ def serve(runtime_api_address: str, root_certificates: str | None, name: str, ro
             if res.HasField("task") and res.token:
                 plugin.launch_task(token=res.token, task=res.task)
                 wait_s = FAST_POLL_S
+                if bell.works:
+                    continue  # another task may be queued: look again at once
             else:
                 wait_s = min(wait_s * 1.5, IDLE_POLL_S)
-            time.sleep(wait_s)
+            if bell.works:
+                bell.wait(PATIENCE_S)
+            else:
+                time.sleep(wait_s)
     finally:
         executor.close()
         client.close()

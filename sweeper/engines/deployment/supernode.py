@@ -6,8 +6,10 @@ reply: a message waited 1.5 s on average before its ClientApp started, twice per
 with client evaluation. Here the same SuperNode runs with those sleeps cut: a look for
 messages every `FAST_POLL_S` after activity, backing off to `IDLE_POLL_S` when idle (two
 requests a second: an idle federation kept between trials costs little), and a look for the
-reply every `FAST_POLL_S`. Nothing else changes. `require_hooks` fails loudly if a Flower
-upgrade moves what is patched.
+reply every `FAST_POLL_S`. With a doorbell (`doorbell.py`) it waits for the ServerApp's
+ring instead (looking anyway every `PATIENCE_S`), rings its SuperExec when it stored a
+message and the ServerApp when it pushed a reply. Nothing else changes. `require_hooks`
+fails loudly if a Flower upgrade moves what is patched.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ import sys
 import time
 from types import SimpleNamespace
 
+from sweeper.engines.deployment.doorbell import PATIENCE_S, Doorbell, ring
+
 FAST_POLL_S = 0.02
 IDLE_POLL_S = 0.5
 IDLE_SLEEP_S = 3  # Flower's sleep when no message came
-HOOKS = ("time", "_pull_and_store_message")
+HOOKS = ("time", "_pull_and_store_message", "_push_messages")
 
 
 def require_hooks(loop) -> None:
@@ -29,35 +33,51 @@ def require_hooks(loop) -> None:
                            "sweeper's SuperNode launcher needs updating for this Flower")
 
 
-def patch(loop) -> None:
-    """Shorten the sleeps of Flower's SuperNode loop module `loop`."""
+def patch(loop, partition: str) -> None:
+    """Shorten the sleeps of Flower's SuperNode loop module `loop`, whose node serves
+    client `partition`."""
     require_hooks(loop)
     idle = [FAST_POLL_S]
-    pull = loop._pull_and_store_message
+    bell = Doorbell(f"node-{partition}")
+    pull, push = loop._pull_and_store_message, loop._push_messages
 
     def pulled(*args, **kwargs):
         run_id = pull(*args, **kwargs)
         if run_id is not None:
             idle[0] = FAST_POLL_S
+            ring(f"exec-client-{partition}")
         return run_id
 
+    def pushed(*args, **kwargs) -> None:
+        push(*args, **kwargs)
+        ring("server")
+
     def sleep(seconds: float) -> None:
-        if seconds == IDLE_SLEEP_S:
+        if seconds != IDLE_SLEEP_S:
+            time.sleep(min(seconds, FAST_POLL_S))
+        elif bell.works:
+            bell.wait(PATIENCE_S)
+        else:
             time.sleep(idle[0])
             idle[0] = min(idle[0] * 1.5, IDLE_POLL_S)
-        else:
-            time.sleep(min(seconds, FAST_POLL_S))
 
-    loop._pull_and_store_message = pulled
+    loop._pull_and_store_message, loop._push_messages = pulled, pushed
     clock = {name: getattr(time, name) for name in dir(time) if not name.startswith("__")}
     loop.time = SimpleNamespace(**{**clock, "sleep": sleep})
+
+
+def partition_of(argv: list[str]) -> str:
+    """The `partition-id` of `--node-config` in a `flower-supernode` command line."""
+    config = argv[argv.index("--node-config") + 1] if "--node-config" in argv else ""
+    found = [item.split("=", 1)[1] for item in config.split() if item.startswith("partition-id=")]
+    return found[0] if found else "unknown"
 
 
 def main() -> None:
     import flwr.supernode.start_client_internal as loop
     from flwr.supernode.cli import flower_supernode
 
-    patch(loop)
+    patch(loop, partition_of(sys.argv))
     sys.argv[0] = "flower-supernode"
     flower_supernode()
 
