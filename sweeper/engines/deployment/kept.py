@@ -12,7 +12,10 @@ Flower gives each run its own run id, contexts and node state.
 
 One federation at most is kept, so memory does not grow with the shapes a sweep tries, and
 for `IDLE_CLOSE_S` at most: a Ray worker outlives its sweep, and an idle federation's
-polls would be in the node meters of later trials. It also closes when the process exits
+polls would be in the node meters of later trials. Two minutes, because a sweep mixing
+engines runs simulation trials on the same worker in between (with 30 s, federations were
+started again); idle, a federation's processes wait on their doorbells and look once every
+3 s. It also closes when the process exits
 (`atexit`), and its processes die with the process in any case (`processes.py`).
 """
 
@@ -25,7 +28,7 @@ from typing import Protocol
 
 from sweeper.config import TrialConfig
 
-IDLE_CLOSE_S = 30.0
+IDLE_CLOSE_S = 120.0
 SHAPE_FIELDS = ("num_clients", "deploy_network", "network_profile", "deploy_tls",
                 "deploy_node_auth", "deploy_placement")
 
