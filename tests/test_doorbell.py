@@ -3,8 +3,12 @@ never lost, a wait without a ring lasts its timeout, and without a folder everyo
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -70,3 +74,44 @@ def test_a_bell_left_by_a_dead_process_is_taken_over(bells: Path) -> None:
     second = Doorbell("server")
     ring("server")
     assert second.wait(1.0) is True
+
+
+def test_without_a_bell_idle_backs_off_and_work_brings_it_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(BELLS_ENV, raising=False)
+    bell = Doorbell("exec-client-0", fastest_s=0.01, slowest_s=0.02)
+    bell.idle()
+    bell.idle()
+    assert bell.poll_s == 0.02  # 0.01, 0.015, then held at slowest_s
+    bell.worked()
+    assert bell.poll_s == 0.01
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_another_user_cannot_ring() -> None:
+    """The folder is a fresh 0700 temp folder, as a federation's home is: a process of
+    another user (nobody) cannot reach the bell to wake it."""
+    home = Path(tempfile.mkdtemp(prefix="sweeper-deploy-"))
+    try:
+        folder = bells_folder(home)
+        assert folder is not None
+        os.environ[BELLS_ENV] = str(folder)
+        bell = Doorbell("server")
+        assert bell.works
+        child = os.fork()
+        if child == 0:  # as nobody, try what `ring` does (no exec: root's Python is 0700)
+            code = 1
+            try:
+                os.setuid(65534)
+                socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(
+                    b"!", str(folder / "server.bell"))
+                code = 0
+            except PermissionError:
+                code = 13
+            finally:
+                os._exit(code)
+        assert os.waitpid(child, 0)[1] >> 8 == 13
+        assert bell.wait(0.1) is False  # and nothing rang
+    finally:
+        os.environ.pop(BELLS_ENV, None)
+        shutil.rmtree(home)

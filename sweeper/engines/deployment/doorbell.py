@@ -45,9 +45,12 @@ def bells_folder(home: Path) -> Path | None:
 
 
 class Doorbell:
-    """This process's bell, `name` in the federation's folder; without one, `wait` sleeps."""
+    """This process's bell, `name` in the federation's folder; without one, `wait` sleeps
+    and `idle` polls every `fastest_s` after work, backing off to `slowest_s`."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, fastest_s: float = 0.02, slowest_s: float = 0.5) -> None:
+        self.fastest_s, self.slowest_s = fastest_s, slowest_s
+        self.poll_s = fastest_s
         self.socket: socket.socket | None = None
         folder = os.environ.get(BELLS_ENV)
         if not folder or not Path(folder).is_dir():
@@ -67,6 +70,19 @@ class Doorbell:
     @property
     def works(self) -> bool:
         return self.socket is not None
+
+    def worked(self) -> None:
+        """There was work: without a bell, look again soon."""
+        self.poll_s = self.fastest_s
+
+    def idle(self) -> None:
+        """Nothing to do: wait for a ring (looking anyway after `PATIENCE_S`); without a
+        bell, sleep the poll interval, then lengthen it by half up to `slowest_s`."""
+        if self.works:
+            self.wait(PATIENCE_S)
+            return
+        time.sleep(self.poll_s)
+        self.poll_s = min(self.poll_s * 1.5, self.slowest_s)
 
     def wait(self, timeout_s: float) -> bool:
         """Until rung or `timeout_s` passed; True if rung (all queued rings are taken)."""

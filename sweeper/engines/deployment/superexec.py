@@ -38,12 +38,11 @@ import pickle
 import signal
 import sys
 import threading
-import time
 from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from sweeper.engines.deployment.doorbell import PATIENCE_S, Doorbell
+from sweeper.engines.deployment.doorbell import Doorbell
 from sweeper.engines.deployment.processes import die_with_parent
 
 FAST_POLL_S = 0.02
@@ -310,8 +309,7 @@ def serve(runtime_api_address: str, root_certificates: str | None, name: str, ro
         interceptors=[RuntimeVersionHttpInterceptor(component_name="SuperExec")],
         retry_invoker=make_simple_http_retry_invoker())
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    bell = Doorbell(f"exec-{name}")
-    wait_s = FAST_POLL_S
+    bell = Doorbell(f"exec-{name}", FAST_POLL_S, IDLE_POLL_S)
     try:
         while True:
             executor.refresh()
@@ -320,15 +318,10 @@ def serve(runtime_api_address: str, root_certificates: str | None, name: str, ro
             res = client.AcquireTask(AcquireTaskRequest(supported_task_types=types))
             if res.HasField("task") and res.token:
                 plugin.launch_task(token=res.token, task=res.task)
-                wait_s = FAST_POLL_S
+                bell.worked()
                 if bell.works:
                     continue  # another task may be queued: look again at once
-            else:
-                wait_s = min(wait_s * 1.5, IDLE_POLL_S)
-            if bell.works:
-                bell.wait(PATIENCE_S)
-            else:
-                time.sleep(wait_s)
+            bell.idle()
     finally:
         executor.close()
         client.close()

@@ -18,7 +18,7 @@ import sys
 import time
 from types import SimpleNamespace
 
-from sweeper.engines.deployment.doorbell import PATIENCE_S, Doorbell, ring
+from sweeper.engines.deployment.doorbell import Doorbell, ring
 
 FAST_POLL_S = 0.02
 IDLE_POLL_S = 0.5
@@ -37,14 +37,13 @@ def patch(loop, partition: str) -> None:
     """Shorten the sleeps of Flower's SuperNode loop module `loop`, whose node serves
     client `partition`."""
     require_hooks(loop)
-    idle = [FAST_POLL_S]
-    bell = Doorbell(f"node-{partition}")
+    bell = Doorbell(f"node-{partition}", FAST_POLL_S, IDLE_POLL_S)
     pull, push = loop._pull_and_store_message, loop._push_messages
 
     def pulled(*args, **kwargs):
         run_id = pull(*args, **kwargs)
         if run_id is not None:
-            idle[0] = FAST_POLL_S
+            bell.worked()
             ring(f"exec-client-{partition}")
         return run_id
 
@@ -53,13 +52,10 @@ def patch(loop, partition: str) -> None:
         ring("server")
 
     def sleep(seconds: float) -> None:
-        if seconds != IDLE_SLEEP_S:
-            time.sleep(min(seconds, FAST_POLL_S))
-        elif bell.works:
-            bell.wait(PATIENCE_S)
+        if seconds == IDLE_SLEEP_S:
+            bell.idle()
         else:
-            time.sleep(idle[0])
-            idle[0] = min(idle[0] * 1.5, IDLE_POLL_S)
+            time.sleep(min(seconds, FAST_POLL_S))
 
     loop._pull_and_store_message, loop._push_messages = pulled, pushed
     clock = {name: getattr(time, name) for name in dir(time) if not name.startswith("__")}
