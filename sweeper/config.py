@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sweeper.engines.registry import ENGINES
-from sweeper.fl.codecs import DOWNLINK_CODECS, LOSSLESS, UPLINK_CODECS
+from sweeper.fl.codecs import DOWNLINK_CODECS, FRAMINGS, LOSSLESS, UPLINK_CODECS
 from sweeper.fl.registry import STRATEGIES
 from sweeper.kws import MODELS, SUMMARIES
 
@@ -72,6 +72,11 @@ LEVERAGES: dict[str, LeverageSpec] = {
     "lossless": LeverageSpec(
         "categorical", "none", "lossless stage after the codec, both directions",
         choices=tuple(LOSSLESS),
+    ),
+    "framing": LeverageSpec(
+        "categorical", "message", "how a message's encoded arrays travel, both directions: "
+        "packed into one Flower Array (message) or one Array each (tensor, Flower's default)",
+        choices=tuple(FRAMINGS),
     ),
     "strategy": LeverageSpec(
         "categorical", "fedavg", "server aggregation (flwr.serverapp.strategy)",

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, RecordDict
+from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
 from sweeper.fl.client_app import encode_with_feedback
-from sweeper.fl.codecs import LOSSLESS, UPLINK_CODECS, CodecSpec, build_codec
+from sweeper.fl.codecs import FRAMINGS, LOSSLESS, UPLINK_CODECS, CodecSpec, build_codec
 from sweeper.fl.task import payload_bytes
 
 
@@ -52,14 +54,18 @@ def _check_bound(name: str, spec: CodecSpec, a: np.ndarray, b: np.ndarray) -> No
             assert np.abs(flat_a[~kept]).max() <= np.abs(flat_a[kept]).min()
 
 
-CASES = [CodecSpec(name, granularity, stochastic, 0.2, lossless)
-         for name, granularity, stochastic, lossless in itertools.product(
-             UPLINK_CODECS, ("tensor", "channel"), (False, True), LOSSLESS)
+CASES = [CodecSpec(name, granularity, stochastic, 0.2, lossless, framing)
+         for name, granularity, stochastic, lossless, framing in itertools.product(
+             UPLINK_CODECS, ("tensor", "channel"), (False, True), LOSSLESS, FRAMINGS)
          if (name in ("int8", "int4") or (granularity, stochastic) == ("tensor", False))]
 
 
-@pytest.mark.parametrize("spec", CASES, ids=lambda s: f"{s.name}-{s.granularity}-"
-                         f"{'sr' if s.stochastic else 'rn'}-{s.lossless}")
+def _case_id(spec: CodecSpec) -> str:
+    return (f"{spec.name}-{spec.granularity}-{'sr' if spec.stochastic else 'rn'}-"
+            f"{spec.lossless}-{spec.framing}")
+
+
+@pytest.mark.parametrize("spec", CASES, ids=_case_id)
 def test_round_trip_keeps_shape_dtype_and_bound(spec: CodecSpec) -> None:
     original = _record()
     codec = build_codec(spec, np.random.default_rng(3))
@@ -72,6 +78,42 @@ def test_round_trip_keeps_shape_dtype_and_bound(spec: CodecSpec) -> None:
             assert np.array_equal(a, b)
         else:
             _check_bound(spec.name, spec, a, b)
+
+
+@pytest.mark.parametrize("spec", [s for s in CASES if s.framing == "message"], ids=_case_id)
+def test_message_framing_hands_back_the_codecs_very_arrays(spec: CodecSpec) -> None:
+    """Framing changes how the encoded arrays travel, never what they hold."""
+    encoded = build_codec(replace(spec, framing="tensor"), np.random.default_rng(3)).encode(
+        _record())
+    framing = build_codec(CodecSpec(framing="message"))
+    packed = framing.encode(encoded)
+    assert list(packed.keys()) == ["packed"]
+    unpacked = framing.decode(packed)
+    assert list(unpacked.keys()) == list(encoded.keys())
+    for key, arr in encoded.items():
+        got = unpacked[key]
+        assert (got.dtype, tuple(got.shape), got.stype, bytes(got.data)) == (
+            arr.dtype, tuple(arr.shape), arr.stype, bytes(arr.data)), key
+
+
+@pytest.mark.parametrize("tensors", [4, 56])
+def test_message_framing_sends_one_array_whatever_the_tensor_count(tensors: int) -> None:
+    rng = np.random.default_rng(tensors)
+    record = ArrayRecord()
+    for i in range(tensors):  # distinct values: Flower would not share their objects
+        record[f"layer{i}"] = Array(rng.normal(size=(i + 3,)).astype(np.float32))
+    packed = build_codec(CodecSpec(framing="message")).encode(record)
+
+    def arrays_and_bytes(arrays: ArrayRecord) -> tuple[int, int]:
+        content = RecordDict({"arrays": arrays})
+        objects = get_all_nested_objects(content).values()
+        return sum(isinstance(o, Array) for o in objects), payload_bytes(content)
+
+    (framed_arrays, framed_bytes), (own_arrays, own_bytes) = map(arrays_and_bytes,
+                                                                 (packed, record))
+    assert (framed_arrays, own_arrays) == (1, tensors)
+    data = sum(len(arr.data) for arr in record.values())
+    assert data < framed_bytes < own_bytes  # every byte kept, per-object headers saved
 
 
 def test_lossless_stage_is_exact_and_shrinks_redundant_data() -> None:

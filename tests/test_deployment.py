@@ -56,12 +56,14 @@ def flower_processes() -> set[int]:
     return set().union(*(ours(command) for command in FLOWER_COMMANDS))
 
 
-def tiny_config(engine: str, seed: int = 0, codec: str = "int8", **scenario) -> TrialConfig:
+def tiny_config(engine: str, seed: int = 0, codec: str = "int8", framing: str = "message",
+                **scenario) -> TrialConfig:
     fields = {**TINY_SCENARIO, "num_clients": 2, "client_eval": False, "engine": engine,
               "meters": "modeled", **scenario}
     fields.pop("seed")
     config = Scenario(**fields)
-    return TrialConfig(config, resolve_leverages({"update_codec": codec}, config), seed)
+    return TrialConfig(config, resolve_leverages({"update_codec": codec, "framing": framing},
+                                                 config), seed)
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +120,11 @@ def test_a_kept_federation_runs_the_next_trial_as_a_fresh_one_would() -> None:
     """Two trials in a row on one kept federation: the second starts no Flower process of
     its own, and its rounds are the simulation engine's to the last bit: no model,
     partition or client state of the first (here top-k's error-feedback residual, kept in
-    each SuperNode's context) reaches it. Each client's CPU time is its own."""
-    first, second = tiny_config("deployment", 1, "topk"), tiny_config("deployment", 2, "topk")
+    each SuperNode's context) reaches it. Each client's CPU time is its own. (The second
+    sends each tensor as its own Flower Array, as Flower's own apps do: the engines agree
+    under both framings.)"""
+    first = tiny_config("deployment", 1, "topk")
+    second = tiny_config("deployment", 2, "topk", framing="tensor")
     KEPT.close()
     run_trial(first)
     federation = ours("flower-superlink") | ours(SUPERNODE) | ours(SUPEREXEC)
@@ -127,7 +132,7 @@ def test_a_kept_federation_runs_the_next_trial_as_a_fresh_one_would() -> None:
     assert again.status == "ok", again.reason
     assert again.info["federation_reused"]
     assert ours("flower-superlink") | ours(SUPERNODE) | ours(SUPEREXEC) == federation
-    simulated = run_trial(tiny_config("simulation", 2, "topk"))
+    simulated = run_trial(tiny_config("simulation", 2, "topk", framing="tensor"))
     for mine, theirs in zip(again.rounds, simulated.rounds, strict=True):
         assert (mine.accuracy, mine.loss) == (theirs.accuracy, theirs.loss)
         # the same payloads; the metadata carries other node ids

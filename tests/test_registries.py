@@ -11,7 +11,7 @@ from sweeper.config import LEVERAGES
 from sweeper.energy import NODE_METERS
 from sweeper.engines import ENGINES
 from sweeper.errors import SpaceError
-from sweeper.fl.codecs import DOWNLINK_CODECS, LOSSLESS, UPLINK_CODECS
+from sweeper.fl.codecs import DOWNLINK_CODECS, FRAMINGS, LOSSLESS, UPLINK_CODECS
 from sweeper.fl.registry import STRATEGIES
 from sweeper.kws import MODELS, SUMMARIES
 from sweeper.plugins import load
@@ -20,6 +20,7 @@ CATALOGUED = {  # leverage -> its registry
     "update_codec": UPLINK_CODECS,
     "downlink_codec": DOWNLINK_CODECS,
     "lossless": LOSSLESS,
+    "framing": FRAMINGS,
     "strategy": STRATEGIES,
     "model": MODELS,
     "summary": SUMMARIES,
@@ -33,10 +34,10 @@ def test_catalogue_choices_are_the_registry_names(leverage: str) -> None:
     assert LEVERAGES[leverage].default in (*CATALOGUED[leverage], None)
 
 
-@pytest.mark.parametrize("registry", [UPLINK_CODECS, LOSSLESS, STRATEGIES, MODELS, SUMMARIES,
-                                      ENGINES],
-                         ids=["codecs", "lossless", "strategies", "models", "summaries",
-                              "engines"])
+@pytest.mark.parametrize("registry", [UPLINK_CODECS, LOSSLESS, FRAMINGS, STRATEGIES, MODELS,
+                                      SUMMARIES, ENGINES],
+                         ids=["codecs", "lossless", "framings", "strategies", "models",
+                              "summaries", "engines"])
 def test_every_registered_reference_imports(registry: dict[str, str]) -> None:
     """A "module:attr" entry with a typo would only fail when a trial picks it."""
     for name, ref in registry.items():
@@ -49,7 +50,7 @@ def test_codecs_say_what_they_can_do() -> None:
         assert isinstance(codec.error_feedback, bool) and isinstance(codec.lossless, bool)
         if name in DOWNLINK_CODECS:  # the server keeps no residual to feed back
             assert not codec.error_feedback, name
-    assert all(load(ref).lossless for ref in LOSSLESS.values())
+    assert all(load(ref).lossless for ref in (*LOSSLESS.values(), *FRAMINGS.values()))
 
 
 def test_space_accepts_exactly_the_registered_samplers_and_node_meters() -> None:

@@ -51,12 +51,12 @@ def load_arrays(model: torch.nn.Module, record: ArrayRecord) -> None:
 def uplink_codec(leverages: dict[str, Any]) -> CodecSpec:
     return CodecSpec(str(leverages["update_codec"]), str(leverages["quant_granularity"]),
                      bool(leverages["stochastic_rounding"]), float(leverages["topk_ratio"]),
-                     str(leverages["lossless"]))
+                     str(leverages["lossless"]), str(leverages["framing"]))
 
 
 def downlink_codec(leverages: dict[str, Any]) -> CodecSpec:
     return CodecSpec(str(leverages["downlink_codec"]), str(leverages["quant_granularity"]),
-                     False, 1.0, str(leverages["lossless"]))
+                     False, 1.0, str(leverages["lossless"]), str(leverages["framing"]))
 
 
 def _combine(a: ArrayRecord, b: ArrayRecord, op) -> ArrayRecord:

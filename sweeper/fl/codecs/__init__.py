@@ -11,6 +11,9 @@ lossless stage. Non-float arrays (counters) always travel unchanged.
 - topk: the ceil(ratio x n) largest magnitudes of each tensor and their int32 indices. Kept
   entries are exact, dropped ones are lost this round (error feedback re-sends them later).
 - zstd / lz4 after any of them: lossless compression of every encoded array's bytes. Exact.
+- framing, last: `tensor` sends each encoded array as a Flower Array of its own (Flower's
+  default: each one its own objects and requests); `message` packs them all, bytes
+  unchanged, into one Array (`framing.PackedFraming`). Exact.
 
 A codec is a class with `name`, `encode`/`decode`, `from_spec(spec, rng)` and two
 capabilities, `error_feedback` (the ClientApp keeps what it drops and re-sends it) and
@@ -49,6 +52,10 @@ LOSSLESS: dict[str, str] = {  # the lossless stage after the codec
     "zstd": "sweeper.fl.codecs.lossless:Zstd",
     "lz4": "sweeper.fl.codecs.lossless:Lz4",
 }
+FRAMINGS: dict[str, str] = {  # how the encoded arrays travel, after the lossless stage
+    "tensor": "sweeper.fl.codecs.base:Identity",
+    "message": "sweeper.fl.codecs.framing:PackedFraming",
+}
 
 
 @dataclass(frozen=True)
@@ -58,14 +65,16 @@ class CodecSpec:
     stochastic: bool = False  # stochastic rounding (int8/int4)
     topk_ratio: float = 0.01
     lossless: str = "none"
+    framing: str = "tensor"
 
 
 def build_codec(spec: CodecSpec, rng: np.random.Generator | None = None) -> Codec:
-    """The codec of `spec`, followed by its lossless stage if it has one."""
+    """The codec of `spec`, followed by its lossless stage and its framing if it has them."""
     from sweeper.fl.codecs.base import Identity, Pipeline
 
     stages = [resolve(UPLINK_CODECS, spec.name, "codec").from_spec(spec, rng),
-              resolve(LOSSLESS, spec.lossless, "lossless stage").from_spec(spec, rng)]
+              resolve(LOSSLESS, spec.lossless, "lossless stage").from_spec(spec, rng),
+              resolve(FRAMINGS, spec.framing, "framing").from_spec(spec, rng)]
     stages = [stage for stage in stages if not isinstance(stage, Identity)]
     if not stages:
         return Identity()
