@@ -22,6 +22,7 @@ from sweeper.fl.warmup import warmup_examples
 from sweeper.kws import (
     TrainSettings,
     client_partitions,
+    compute_threads,
     evaluate,
     flops_per_example_of,
     model_info,
@@ -82,8 +83,7 @@ def run_baseline(config: TrialConfig, epochs: int) -> BaselineResult:
     train_flops = flops_per_example_of(config)[0] * len(y)  # as the ClientApp counts them
     result = BaselineResult(examples=len(y), model=model_info(config))
     threads = torch.get_num_threads()
-    # the thread count a trial's clients train with: CPU time (hence joules) depends on it
-    torch.set_num_threads(settings.threads or max(1, config.scenario.cpus_per_trial))
+    torch.set_num_threads(compute_threads(config))  # as a trial's clients
     try:
         warm_started = time.process_time()
         _warm_up(model, x, y, x_test, y_test, settings)

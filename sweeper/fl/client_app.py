@@ -29,7 +29,14 @@ from sweeper.fl.task import (
     uplink_codec,
 )
 from sweeper.fl.warmup import warm_client
-from sweeper.kws import TrainSettings, evaluate, flops_per_example_of, reusable_model, select
+from sweeper.kws import (
+    TrainSettings,
+    compute_threads,
+    evaluate,
+    flops_per_example_of,
+    reusable_model,
+    select,
+)
 
 RESIDUAL_KEY = "error-feedback-residual"
 
@@ -89,6 +96,7 @@ def _windowed(work):
     def run(msg: Message, context: Context) -> Message:
         config = trial_config_of(msg)
         scenario = config.scenario
+        torch.set_num_threads(compute_threads(config))
         warm_client(config, int(context.node_config["partition-id"]))  # before any count
         with client_window(scenario.meters, scenario.isolation) as window:
             reply = work(msg, context)
@@ -108,8 +116,6 @@ def train_round(msg: Message, context: Context) -> Message:
     partition_id = int(context.node_config["partition-id"])
     lev = config.leverages
     settings = TrainSettings.from_leverages(lev)
-    if settings.threads is not None:
-        torch.set_num_threads(settings.threads)
     x, y = client_data(config, partition_id)
     seed = config.seed * 1_000_003 + server_round * 1009 + partition_id
     selecting = time.process_time()

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+import torch
 from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
@@ -22,7 +23,7 @@ from sweeper.fl.task import (
     test_data,
     uplink_codec,
 )
-from sweeper.kws import evaluate, new_model
+from sweeper.kws import compute_threads, evaluate, new_model
 
 
 class RoundWatcher(Protocol):
@@ -91,6 +92,7 @@ def build_server_app(config: TrialConfig, on_done: Callable[[list[RoundStats]], 
 def serve(grid: Grid, config: TrialConfig, on_done: Callable[[list[RoundStats]], None],
           watcher: RoundWatcher | None = None) -> None:
     """The body of every engine's ServerApp: the trial's strategy over `grid`."""
+    torch.set_num_threads(compute_threads(config))
     lev = config.leverages
     strategy = accounted(str(lev["strategy"]), lev, config.scenario.num_clients,
                          build_codec(uplink_codec(lev)), build_codec(downlink_codec(lev)),

@@ -35,6 +35,7 @@ _LAZY = {  # face name -> its module
     "evaluate": "sweeper.kws.train",
     "select": "sweeper.kws.summarize",
     "build_model": "sweeper.kws.models",
+    "compute_threads": "sweeper.kws.task",
     "flops_per_example_of": "sweeper.kws.task",
     "model_info": "sweeper.kws.task",
     "new_model": "sweeper.kws.task",

@@ -28,6 +28,15 @@ def trial_data(config: TrialConfig) -> KwsData:
     return load_data(config.scenario, feature_config(config.leverages))
 
 
+def compute_threads(config: TrialConfig) -> int:
+    """Torch intra-op threads a client (and the server) computes with, whatever runs it:
+    `threads_per_client`, else the trial's CPUs. CPU time, hence modeled joules, depends on
+    it: a deployment task left at the machine's core count spun idle threads on cores its
+    neighbours were using, and was billed for it."""
+    threads = config.leverages.get("threads_per_client")
+    return int(threads) if threads is not None else max(1, config.scenario.cpus_per_trial)
+
+
 def new_model(config: TrialConfig) -> torch.nn.Module:
     torch.manual_seed(config.seed)
     return build_model(str(config.leverages["model"]), len(trial_data(config).classes),

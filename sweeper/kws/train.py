@@ -36,7 +36,6 @@ class TrainSettings:
     precision: str  # "fp32" | "bf16" | "fp16"
     optimizer: str  # "sgd" | "adam"
     proximal_mu: float = 0.0  # FedProx's proximal weight; 0: none
-    threads: int | None = None  # torch intra-op threads; None: the trial's CPUs
 
     @classmethod
     def from_leverages(cls, leverages: dict[str, Any]) -> TrainSettings:
@@ -45,9 +44,7 @@ class TrainSettings:
                    precision=str(leverages["precision"]),
                    optimizer=str(leverages["optimizer"]),
                    proximal_mu=(float(leverages["proximal_mu"])
-                                if leverages["strategy"] == "fedprox" else 0.0),
-                   threads=(None if leverages.get("threads_per_client") is None
-                            else int(leverages["threads_per_client"])))
+                                if leverages["strategy"] == "fedprox" else 0.0))
 
     def fit(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, seed: int) -> float:
         """`train` with these settings; the mean training loss of the last epoch."""

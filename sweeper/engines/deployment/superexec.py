@@ -12,7 +12,8 @@ CPU-seconds per message, most of a deployment trial's time. Here that is paid on
   it: the children would hang in their first parallel region);
 - each task is a fork of the trial's zygote running Flower's own entry point
   (`flwr-clientapp` / `flwr-serverapp`, its `main()` with the arguments Flower's
-  subprocess executor would give it), with torch's thread count as the SuperExec found it.
+  subprocess executor would give it); the apps set the trial's thread count
+  (`kws.compute_threads`), as they do under the simulation engine.
 
 So no task sees another trial's state: the trial zygote holds only its own trial's warm
 caches and is discarded when the next trial is announced, and every task is a fresh fork
