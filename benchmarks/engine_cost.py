@@ -1,7 +1,7 @@
 """What a trial costs on the deployment engine next to the simulation engine.
 
     python benchmarks/engine_cost.py [--clients 2 10] [--rounds 2] [--trials 4]
-        [--write BENCHMARKS.md]
+        [--framing message|tensor] [--write BENCHMARKS.md]
 
 The same configurations (the quick space's data, `--rounds` rounds, every client every
 round, loopback: no shaped link) run one after the other in this process, as a sweep's Ray
@@ -11,7 +11,8 @@ later ones reuse it, as trials of a sweep do. Reported: wall time of each trial 
 then the median of the later ones), the ratio of the medians, the CPU-seconds of each
 deployment process kind during the later trials (where the time still goes), and that the
 two engines' per-round accuracies are equal. Torch runs one thread per process, as in a
-Ray task reserving one CPU.
+Ray task reserving one CPU. `--framing tensor` sends each tensor as its own Flower Array
+(Flower's default) instead of one Array per message, and is written as a section of its own.
 """
 
 from __future__ import annotations
@@ -44,10 +45,11 @@ KINDS = {  # what a deployment process is, from its command line or name
 }
 
 
-def config_for(engine: str, clients: int, rounds: int, seed: int) -> TrialConfig:
+def config_for(engine: str, clients: int, rounds: int, seed: int,
+               framing: str = "message") -> TrialConfig:
     scenario = Scenario(num_clients=clients, rounds=rounds, engine=engine, client_eval=False,
                         partition="iid", meters="modeled")
-    leverages = resolve_leverages({"clients_per_round": clients}, scenario)
+    leverages = resolve_leverages({"clients_per_round": clients, "framing": framing}, scenario)
     return TrialConfig(scenario, leverages, seed)
 
 
@@ -71,13 +73,13 @@ def federation_cpu() -> dict[str, float]:
     return cpu
 
 
-def run(engine: str, clients: int, rounds: int, trials: int) -> dict:
+def run(engine: str, clients: int, rounds: int, trials: int, framing: str) -> dict:
     walls, accuracies, spent = [], [], defaultdict(float)
     for seed in range(trials):
         before = federation_cpu()
         own = time.process_time()
         started = time.perf_counter()
-        rounds_ = run_trial_federation(config_for(engine, clients, rounds, seed))
+        rounds_ = run_trial_federation(config_for(engine, clients, rounds, seed, framing))
         walls.append(time.perf_counter() - started)
         accuracies.append([r.accuracy for r in rounds_])
         if seed:  # the later trials: where a kept federation's time goes
@@ -94,13 +96,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[2, 10])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--trials", type=int, default=4)
+    parser.add_argument("--framing", choices=("message", "tensor"), default="message")
     parser.add_argument("--write", type=Path, help="also write the section into this file")
     args = parser.parse_args()
     run_trial_federation(config_for("simulation", 2, 1, 0))  # corpus and features cached
     rows, costs, same = [], [], True
     for clients in args.clients:
-        sim = run("simulation", clients, args.rounds, args.trials)
-        dep = run("deployment", clients, args.rounds, args.trials)
+        sim = run("simulation", clients, args.rounds, args.trials, args.framing)
+        dep = run("deployment", clients, args.rounds, args.trials, args.framing)
         same &= sim["accuracy"] == dep["accuracy"]
         rows.append(f"| {clients} | {sim['first']:.2f} | {sim['later']:.2f} | "
                     f"{dep['first']:.2f} | {dep['later']:.2f} | "
@@ -108,10 +111,13 @@ def main() -> None:
         spent = ", ".join(f"{kind} {cpu:.2f}" for kind, cpu in
                           sorted(dep["cpu"].items(), key=lambda kv: -kv[1]))
         costs.append(f"- {clients} clients: {spent}")
+    tensor = args.framing == "tensor"
     section = "\n".join([
-        "## Engines: a deployment trial next to a simulation trial", "",
+        "## Engines: a deployment trial next to a simulation trial"
+        + (", one Flower Array per tensor" if tensor else ""), "",
         f"`python benchmarks/engine_cost.py --clients {' '.join(map(str, args.clients))} "
-        f"--rounds {args.rounds} --trials {args.trials}` on {machine()} "
+        f"--rounds {args.rounds} --trials {args.trials}"
+        + (" --framing tensor" if tensor else "") + f"` on {machine()} "
         f"(torch threads per process: {torch.get_num_threads()}). Wall seconds of one trial "
         "on loopback; \"later\" is the median of the trials after the first, which reuse the "
         "process's federation as a sweep's trials do.", "",
