@@ -57,28 +57,31 @@ def flower_processes() -> set[int]:
 
 
 def tiny_config(engine: str, seed: int = 0, codec: str = "int8", framing: str = "message",
-                **scenario) -> TrialConfig:
+                per_round: int | None = None, **scenario) -> TrialConfig:
     fields = {**TINY_SCENARIO, "num_clients": 2, "client_eval": False, "engine": engine,
               "meters": "modeled", **scenario}
     fields.pop("seed")
     config = Scenario(**fields)
-    return TrialConfig(config, resolve_leverages({"update_codec": codec, "framing": framing},
-                                                 config), seed)
+    leverages = {"update_codec": codec, "framing": framing}
+    if per_round is not None:
+        leverages["clients_per_round"] = per_round
+    return TrialConfig(config, resolve_leverages(leverages, config), seed)
 
 
 @pytest.fixture(scope="module")
 def loopback_pair() -> tuple[TrialResult, TrialResult, set[int], set[int]]:
-    """The same trial on both engines, and the Flower processes before and after. The
-    deployment asks for namespaces on a machine made to lack them: it must say so and run
-    on loopback."""
+    """The same trial on both engines, 2 of 4 clients sampled per round, and the Flower
+    processes before and after. The deployment asks for namespaces on a machine made to
+    lack them: it must say so and run on loopback."""
     before = flower_processes()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(deployment, "unavailable", lambda: "no namespaces in this test")
-        deployed = run_trial(tiny_config("deployment", deploy_network="netns"))
+        deployed = run_trial(tiny_config("deployment", per_round=2, num_clients=4,
+                                         deploy_network="netns"))
     kept = flower_processes()
     KEPT.close()
     after = flower_processes()
-    simulated = run_trial(tiny_config("simulation"))
+    simulated = run_trial(tiny_config("simulation", per_round=2, num_clients=4))
     assert kept > before  # the federation was kept for the next trial, until closed
     return deployed, simulated, before, after
 
@@ -88,6 +91,13 @@ def test_deployment_matches_simulation(loopback_pair) -> None:
     assert deployed.status == "ok", deployed.reason
     assert [r.round for r in deployed.rounds] == [r.round for r in simulated.rounds] == [1, 2]
     messages = 2  # per round and direction: one train message per client (no client eval)
+    # Flower draws node ids at random and samples clients from their list: both engines list
+    # nodes in partition order, so a seed samples the same partitions (2 of 4 each round).
+    trained = {engine: {round_: sorted(clients) for round_, clients in
+                        result.info["cpu_s_by_client"].items()}
+               for engine, result in (("deployed", deployed), ("simulated", simulated))}
+    assert trained["deployed"] == trained["simulated"]
+    assert all(len(clients) == 2 for clients in trained["simulated"].values())
     for mine, theirs in zip(deployed.rounds, simulated.rounds, strict=True):
         # The same numbers to the last bit: replies are aggregated in partition order.
         assert (mine.accuracy, mine.loss) == (theirs.accuracy, theirs.loss)

@@ -97,7 +97,7 @@ def serve(grid: Grid, config: TrialConfig, on_done: Callable[[list[RoundStats]],
     strategy = accounted(str(lev["strategy"]), lev, config.scenario.num_clients,
                          build_codec(uplink_codec(lev)), build_codec(downlink_codec(lev)),
                          config.to_json(), config.scenario.client_eval,
-                         watcher.round_started if watcher else None)
+                         watcher.round_started if watcher else None, config.seed)
     model = new_model(config)
     x_test, y_test = test_data(config)
 

@@ -10,6 +10,7 @@ clients report, the server's own CPU time and the round's wall time.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -84,8 +85,10 @@ class AccountingMixin:
     """Put in front of a Flower strategy class (see `accounted`)."""
 
     def setup_accounting(self, uplink: Codec, downlink: Codec, trial_config_json: str,
-                         on_round_start: Callable[[int], None] | None = None) -> None:
+                         on_round_start: Callable[[int], None] | None = None,
+                         seed: int = 0) -> None:
         self.uplink, self.downlink = uplink, downlink
+        self.seed = seed
         self.on_round_start = on_round_start
         self.trial_config_json = trial_config_json
         self.rounds: dict[int, RoundStats] = {}
@@ -133,9 +136,17 @@ class AccountingMixin:
             stats.client_of_node[msg.metadata.src_node_id] = int(metrics["partition-id"])
         return replies
 
+    def _seed_sampling(self, server_round: int, phase: int) -> None:
+        """Flower's strategies sample clients with the module-level `random`, which Flower's
+        own networking also draws from (retry jitter) under the deployment engine: seeded
+        anew for each round and phase, a trial samples the same clients under every engine
+        (with nodes listed in partition order, as both engines list them)."""
+        random.seed(self.seed * 1_000_003 + 2 * server_round + phase)
+
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         self._stats(server_round)
+        self._seed_sampling(server_round, 0)
         config[TRIAL_CONFIG_KEY] = self.trial_config_json
         self._global = arrays
         return self._outgoing(server_round,
@@ -171,6 +182,7 @@ class AccountingMixin:
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
         config[TRIAL_CONFIG_KEY] = self.trial_config_json
+        self._seed_sampling(server_round, 1)
         return self._outgoing(
             server_round, super().configure_evaluate(server_round, arrays, config, grid), arrays)
 
@@ -202,7 +214,8 @@ def strategy_options(name: str, leverages: dict[str, Any]) -> dict[str, Any]:
 
 def accounted(name: str, leverages: dict[str, Any], num_clients: int, uplink: Codec,
               downlink: Codec, trial_config_json: str, client_eval: bool = True,
-              on_round_start: Callable[[int], None] | None = None) -> AccountingMixin:
+              on_round_start: Callable[[int], None] | None = None,
+              seed: int = 0) -> AccountingMixin:
     base = resolve(STRATEGIES, name, "strategy")
     cls = type(f"Accounted{base.__name__}", (AccountingMixin, base), {})
     per_round = int(leverages["clients_per_round"])
@@ -211,7 +224,7 @@ def accounted(name: str, leverages: dict[str, Any], num_clients: int, uplink: Co
                    fraction_evaluate=evaluators / num_clients,
                    min_train_nodes=per_round, min_evaluate_nodes=evaluators,
                    min_available_nodes=num_clients, **strategy_options(name, leverages))
-    strategy.setup_accounting(uplink, downlink, trial_config_json, on_round_start)
+    strategy.setup_accounting(uplink, downlink, trial_config_json, on_round_start, seed)
     return strategy
 
 

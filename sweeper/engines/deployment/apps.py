@@ -17,6 +17,7 @@ from flwr.serverapp import Grid, ServerApp
 from sweeper.config import TrialConfig
 from sweeper.engines.deployment.doorbell import Doorbell, ring
 from sweeper.engines.deployment.relay import RelayedWatcher
+from sweeper.engines.deployment.roster import in_partition_order
 from sweeper.engines.deployment.wire import WireCounters
 from sweeper.fl.client_app import app as client_app
 from sweeper.fl.server_app import Watchers, serve
@@ -26,6 +27,7 @@ TRIAL_CONFIG = "trial-config"
 STATS_PATH = "stats-path"
 WIRE_INTERFACES = "wire-interfaces"  # the clients' host-side veths, by partition, comma-joined
 WATCHER_DIR = "watcher-dir"  # where the trial's RoundWatcher is asked (see relay.py)
+NODE_PARTITIONS = "node-partitions"  # JSON {node id: partition}, the roster (roster.py)
 
 server_app = ServerApp()
 __all__ = ["client_app", "server_app", "write_stats"]
@@ -48,20 +50,25 @@ def main(grid: Grid, context: Context) -> None:
         write_stats(path, rounds)
 
     watchers = Watchers(counters, relayed)
-    serve(PromptGrid(grid), config, done, watchers if watchers.watchers else None)
+    partition_of = {int(node): partition for node, partition in
+                    json.loads(str(context.run_config.get(NODE_PARTITIONS, "{}"))).items()}
+    serve(PromptGrid(grid, partition_of), config, done,
+          watchers if watchers.watchers else None)
 
 
 class PromptGrid(Grid):
     """The SuperLink's grid, pulling replies every few milliseconds (backing off to
     `SLOWEST_PULL_S` while clients train) where Flower's `send_and_receive` waits a fixed
     3 s between pulls. With a doorbell (`doorbell.py`) it rings the SuperNodes when it
-    pushed messages and pulls when a SuperNode rings that it pushed a reply."""
+    pushed messages and pulls when a SuperNode rings that it pushed a reply. It lists nodes
+    in partition order (`roster.py`), as the simulation engine does."""
 
     FIRST_PULL_S = 0.02
     SLOWEST_PULL_S = 0.2
 
-    def __init__(self, grid: Grid) -> None:
+    def __init__(self, grid: Grid, partition_of: dict[int, int] | None = None) -> None:
         self.grid = grid
+        self.partition_of = partition_of or {}
         self.bell = Doorbell("server")
 
     def set_run(self, run) -> None:
@@ -75,7 +82,7 @@ class PromptGrid(Grid):
         return self.grid.create_message(*args, **kwargs)
 
     def get_node_ids(self) -> Iterable[int]:
-        return self.grid.get_node_ids()
+        return in_partition_order(self.grid.get_node_ids(), self.partition_of)
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         pushed = self.grid.push_messages(messages)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -44,6 +45,7 @@ from sweeper.config import TrialConfig
 from sweeper.energy import link_shape
 from sweeper.engines.deployment import OWNER_ENV
 from sweeper.engines.deployment.apps import (
+    NODE_PARTITIONS,
     STATS_PATH,
     TRIAL_CONFIG,
     WATCHER_DIR,
@@ -57,6 +59,7 @@ from sweeper.engines.deployment.netns import Network, unavailable
 from sweeper.engines.deployment.processes import Processes, free_port, wait_listening
 from sweeper.engines.deployment.ray_nodes import RaySuperNodes
 from sweeper.engines.deployment.relay import Answerer
+from sweeper.engines.deployment.roster import ROSTER, ROSTER_ENV, read_roster
 from sweeper.engines.deployment.superexec import announce, failed_file, ready_file
 from sweeper.engines.deployment.tls import Credentials, make_credentials
 from sweeper.errors import SweeperError
@@ -95,6 +98,7 @@ trial-config = ""
 stats-path = ""
 wire-interfaces = ""
 watcher-dir = ""
+node-partitions = "{}"
 """
 
 
@@ -209,6 +213,7 @@ def _env(home: Path) -> dict[str, str]:
     bells = bells_folder(home)
     if bells is not None:
         env[BELLS_ENV] = str(bells)
+    env[ROSTER_ENV] = str(home / ROSTER)
     env[OWNER_ENV] = str(os.getpid())  # inherited by every process below: whose they are
     for legacy in (FLWR_INTERNAL_GRPC_CONTROL_API, FLWR_INTERNAL_GRPC_FLEET_API):
         env.pop(legacy, None)  # Flower's gRPC APIs would bind 0.0.0.0
@@ -281,6 +286,7 @@ def start(config: TrialConfig, home: Path, procs: Processes,
     closes their actors)."""
     scenario = config.scenario
     env = _env(home)
+    (home / ROSTER).mkdir(mode=0o700)
     on_ray = scenario.deploy_placement == "ray"
     if on_ray and network is not None:
         raise SweeperError("deploy_placement: ray runs on the cluster's own network: not "
@@ -338,6 +344,31 @@ def _register_nodes(control: str, creds: Credentials) -> None:
         client.close()
 
 
+def _roster(federation: Federation, config: TrialConfig, info: dict | None
+            ) -> dict[str, int]:
+    """Node id -> partition of the federation's SuperNodes (`roster.py`), waiting for those
+    started here to enroll. Where some have not (Ray placed them, maybe on other machines)
+    none is used, and if clients are sampled `info` says that the sampled partitions may
+    differ from the simulation engine's."""
+    clients = config.scenario.num_clients
+    deadline = time.monotonic() + (START_TIMEOUT_S if federation.remote is None else 0.0)
+    while len(roster := read_roster(federation.home / ROSTER)) < clients:
+        if dead := federation.exited():
+            raise SweeperError(f"deployment: {dead} while starting")
+        if time.monotonic() >= deadline:
+            if federation.remote is None:
+                raise SweeperError(f"deployment: {clients - len(roster)} SuperNodes not "
+                                   f"registered after {START_TIMEOUT_S:g} s")
+            if int(config.leverages["clients_per_round"]) < clients and info is not None:
+                info.setdefault("engine_notes", []).append(
+                    "SuperNodes placed by Ray did not all enroll their partition: clients "
+                    "sampled in Flower's node order, so not the simulation engine's partitions")
+            roster = {}
+            break
+        time.sleep(0.01)
+    return {str(node): partition for node, partition in roster.items()}
+
+
 def _fab() -> Fab:
     from flwr.cli.build import build_fab_from_files
 
@@ -383,7 +414,8 @@ def run(federation: Federation, config: TrialConfig, watcher=None,
     stats_path = folder / "rounds.json"
     overrides = {TRIAL_CONFIG: config.to_json(), STATS_PATH: str(stats_path),
                  WIRE_INTERFACES: ",".join(c.host_if for c in federation.network.clients)
-                 if federation.network else ""}
+                 if federation.network else "",
+                 NODE_PARTITIONS: json.dumps(_roster(federation, config, info))}
     answerer = None
     if watcher is not None:
         relay_dir = folder / "watcher"

@@ -8,8 +8,9 @@ messages every `FAST_POLL_S` after activity, backing off to `IDLE_POLL_S` when i
 requests a second: an idle federation kept between trials costs little), and a look for the
 reply every `FAST_POLL_S`. With a doorbell (`doorbell.py`) it waits for the ServerApp's
 ring instead (looking anyway every `PATIENCE_S`), rings its SuperExec when it stored a
-message and the ServerApp when it pushed a reply. Nothing else changes. `require_hooks`
-fails loudly if a Flower upgrade moves what is patched.
+message and the ServerApp when it pushed a reply. Before its first pull it enrolls its node
+id under its partition (`roster.py`). Nothing else changes. `require_hooks` fails loudly if
+a Flower upgrade moves what is patched.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from types import SimpleNamespace
 
 from sweeper.engines.deployment.doorbell import Doorbell, ring
+from sweeper.engines.deployment.roster import enroll
 
 FAST_POLL_S = 0.02
 IDLE_POLL_S = 0.5
@@ -39,8 +41,12 @@ def patch(loop, partition: str) -> None:
     require_hooks(loop)
     bell = Doorbell(f"node-{partition}", FAST_POLL_S, IDLE_POLL_S)
     pull, push = loop._pull_and_store_message, loop._push_messages
+    enrolled: list[int] = []
 
     def pulled(*args, **kwargs):
+        if not enrolled:  # registered by now: Flower calls this with the node's state
+            enrolled.append(kwargs["state"].get_node_id())
+            enroll(partition, enrolled[0])
         run_id = pull(*args, **kwargs)
         if run_id is not None:
             bell.worked()
