@@ -10,6 +10,7 @@ Flower's deployment runtime along).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from sweeper.engines.registry import ENGINES
@@ -24,6 +25,14 @@ if TYPE_CHECKING:  # this package is imported by the catalogue and the engines' 
 class Engine(Protocol):
     def __call__(self, config: TrialConfig, watcher: RoundWatcher | None = None,
                  info: dict | None = None) -> list[RoundStats]: ...
+
+
+def in_partition_order(node_ids: Iterable[int], partition_of: dict[int, int]) -> list[int]:
+    """`node_ids` in the order every engine's grid lists them: by the partition each node
+    serves, unknown nodes after. Flower draws node ids at random and its strategies sample
+    clients from this list: in id order, a seed would pick other partitions in every run."""
+    return sorted(node_ids, key=lambda node: (node not in partition_of,
+                                              partition_of.get(node, node)))
 
 
 def engine(name: str) -> Engine:

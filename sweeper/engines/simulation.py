@@ -43,6 +43,7 @@ from flwr.superlink.federation import NoOpFederationManager
 from flwr.superlink.grid import InMemoryGrid
 
 from sweeper.config import TrialConfig
+from sweeper.engines import in_partition_order
 from sweeper.fl.client_app import app as client_app
 from sweeper.fl.server_app import RoundWatcher, build_server_app
 from sweeper.fl.strategy import RoundStats
@@ -61,10 +62,7 @@ class HandOffGrid(InMemoryGrid):
         self.partition_of: dict[int, int] = {}  # node id -> partition id
 
     def get_node_ids(self) -> Iterable[int]:
-        """The nodes in partition order. Flower draws node ids at random and its strategies
-        sample clients from this list with the seeded `random`: in id order the same seed
-        would pick other partitions in every run."""
-        return sorted(super().get_node_ids(), key=lambda node: self.partition_of.get(node, node))
+        return in_partition_order(super().get_node_ids(), self.partition_of)
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         messages = list(messages)

@@ -15,9 +15,9 @@ from flwr.app import Context, Message
 from flwr.serverapp import Grid, ServerApp
 
 from sweeper.config import TrialConfig
+from sweeper.engines import in_partition_order
 from sweeper.engines.deployment.doorbell import Doorbell, ring
 from sweeper.engines.deployment.relay import RelayedWatcher
-from sweeper.engines.deployment.roster import in_partition_order
 from sweeper.engines.deployment.wire import WireCounters
 from sweeper.fl.client_app import app as client_app
 from sweeper.fl.server_app import Watchers, serve

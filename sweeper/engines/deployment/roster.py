@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable
 from pathlib import Path
 
 ROSTER_ENV = "SWEEPER_ROSTER"  # the federation's roster folder (absent: nobody enrolls)
@@ -42,9 +41,3 @@ def read_roster(folder: Path) -> dict[int, int]:
                 if not path.name.startswith("."):
                     roster[int(path.read_text())] = int(path.name)
     return roster
-
-
-def in_partition_order(node_ids: Iterable[int], partition_of: dict[int, int]) -> list[int]:
-    """`node_ids` as the simulation engine lists them: by partition, unknown ones after."""
-    return sorted(node_ids, key=lambda node: (node not in partition_of,
-                                              partition_of.get(node, node)))

@@ -77,10 +77,8 @@ def _entry_point(command: str):
     return found.load()
 
 
-def _run_task(argv: list[str], quiet: bool, threads: int) -> None:
+def _run_task(argv: list[str], quiet: bool) -> None:
     """In a fresh fork: what `argv` would have done in a new interpreter; never returns."""
-    import torch
-
     code = 1
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -90,7 +88,6 @@ def _run_task(argv: list[str], quiet: bool, threads: int) -> None:
             null = os.open(os.devnull, os.O_WRONLY)
             os.dup2(null, 1)
             os.dup2(null, 2)
-        torch.set_num_threads(threads)
         sys.argv = argv
         _entry_point(argv[0])()
         code = 0
@@ -146,19 +143,18 @@ def _argv(spec) -> list[str]:
 class TrialZygote:
     """A fork of the SuperExec warmed for one trial; forks that trial's tasks on request."""
 
-    def __init__(self, generation: int, config_json: str, role: str, threads: int,
+    def __init__(self, generation: int, config_json: str, role: str,
                  ready: Path | None) -> None:
         self.generation = generation
         read, self.requests = os.pipe()
         self.pid = os.fork()
         if self.pid == 0:
             os.close(self.requests)
-            self._serve(read, config_json, role, threads, ready)
+            self._serve(read, config_json, role, ready)
         os.close(read)
 
     @staticmethod
-    def _serve(read: int, config_json: str, role: str, threads: int,
-               ready: Path | None) -> None:
+    def _serve(read: int, config_json: str, role: str, ready: Path | None) -> None:
         code = 1
         try:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -178,7 +174,7 @@ class TrialZygote:
                     except EOFError:
                         break
                     if os.fork() == 0:
-                        _run_task(argv, quiet, threads)
+                        _run_task(argv, quiet)
                     _reap()
             code = 0
         finally:
@@ -223,10 +219,7 @@ class ForkExecutor:
     are forks of the current trial's zygote, else of this process."""
 
     def __init__(self, name: str, role: str, announcements: Path | None) -> None:
-        import torch
-
         self.name, self.role, self.announcements = name, role, announcements
-        self.threads = torch.get_num_threads()
         self.zygote: TrialZygote | None = None
         self.seen: float | None = None
         self.warmed = False
@@ -257,7 +250,7 @@ class ForkExecutor:
             with contextlib.suppress(Exception):
                 warm(announced["config"], self.role)
             self.warmed = True
-        self.zygote = TrialZygote(generation, announced["config"], self.role, self.threads,
+        self.zygote = TrialZygote(generation, announced["config"], self.role,
                                   ready_file(self.announcements, self.name, generation))
 
     def get_eligible_capacity(self, supported_task_types, **_) -> tuple[set, set[str]]:
@@ -273,7 +266,7 @@ class ForkExecutor:
         if self.zygote is not None:
             self.zygote.launch(argv, spec.suppress_output)
         elif os.fork() == 0:
-            _run_task(argv, spec.suppress_output, self.threads)
+            _run_task(argv, spec.suppress_output)
         return LaunchResult.accepted()
 
     def reconcile(self) -> None:
