@@ -59,7 +59,7 @@ from sweeper.engines.deployment.netns import Network, unavailable
 from sweeper.engines.deployment.processes import Processes, free_port, wait_listening
 from sweeper.engines.deployment.ray_nodes import RaySuperNodes
 from sweeper.engines.deployment.relay import Answerer
-from sweeper.engines.deployment.roster import ROSTER, ROSTER_ENV, read_roster
+from sweeper.engines.deployment.roster import ROSTER, ROSTER_ENV, read_roster, roster_folder
 from sweeper.engines.deployment.superexec import announce, failed_file, ready_file
 from sweeper.engines.deployment.tls import Credentials, make_credentials
 from sweeper.errors import SweeperError
@@ -286,7 +286,7 @@ def start(config: TrialConfig, home: Path, procs: Processes,
     closes their actors)."""
     scenario = config.scenario
     env = _env(home)
-    (home / ROSTER).mkdir(mode=0o700)
+    roster_folder(home)
     on_ray = scenario.deploy_placement == "ray"
     if on_ray and network is not None:
         raise SweeperError("deploy_placement: ray runs on the cluster's own network: not "

@@ -19,6 +19,14 @@ ROSTER_ENV = "SWEEPER_ROSTER"  # the federation's roster folder (absent: nobody 
 ROSTER = "roster"  # that folder, in the federation's home
 
 
+def roster_folder(home: Path) -> Path:
+    """The roster folder of a federation at `home`, made owner-only: the order clients are
+    sampled in is read from it."""
+    folder = home / ROSTER
+    folder.mkdir(mode=0o700)
+    return folder
+
+
 def enroll(partition: str, node_id: int) -> None:
     """Write this SuperNode's `node_id` under `partition` (whole, then renamed); silent
     where this machine has no roster folder of the federation's."""
