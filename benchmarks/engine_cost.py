@@ -36,7 +36,7 @@ from sweeper.engines.deployment.kept import KEPT
 
 TICK = os.sysconf("SC_CLK_TCK")
 KINDS = {  # what a deployment process is, from its command line or name
-    "flower-superlink": "SuperLink",
+    "deployment.superlink": "SuperLink",
     "deployment.supernode": "SuperNodes",
     "flwr-clientapp": "ClientApp tasks",
     "flwr-serverapp": "ServerApp task",

@@ -26,8 +26,9 @@ from sweeper.trial import run_trial
 
 SUPERNODE = "sweeper.engines.deployment.supernode"
 SUPEREXEC = "sweeper.engines.deployment.superexec"
+SUPERLINK = "sweeper.engines.deployment.superlink"
 FORKED = ("flwr-serverapp", "flwr-clientapp", "sweeper-zygote")  # by our SuperExecs
-FLOWER_COMMANDS = ("flower-superlink", SUPERNODE, SUPEREXEC, *FORKED)
+FLOWER_COMMANDS = (SUPERLINK, SUPERNODE, SUPEREXEC, *FORKED)
 
 
 def ours(command: str, *args: str) -> set[int]:
@@ -141,11 +142,11 @@ def test_a_kept_federation_runs_the_next_trial_as_a_fresh_one_would() -> None:
     second = tiny_config("deployment", 2, "topk", framing="tensor")
     KEPT.close()
     fresh = run_trial(first)
-    federation = ours("flower-superlink") | ours(SUPERNODE) | ours(SUPEREXEC)
+    federation = ours(SUPERLINK) | ours(SUPERNODE) | ours(SUPEREXEC)
     again = run_trial(second)
     assert again.status == "ok", again.reason
     assert again.info["federation_reused"]
-    assert ours("flower-superlink") | ours(SUPERNODE) | ours(SUPEREXEC) == federation
+    assert ours(SUPERLINK) | ours(SUPERNODE) | ours(SUPEREXEC) == federation
     simulated = run_trial(tiny_config("simulation", 2, "topk", framing="tensor"))
     for mine, theirs in zip(again.rounds, simulated.rounds, strict=True):
         assert (mine.accuracy, mine.loss) == (theirs.accuracy, theirs.loss)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import socket
 import ssl
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ class Probed:
 
 
 def _supernode(link: deployment.Link, ca: Path | None, key: Path) -> list[str]:
-    return [deployment._bin("flower-supernode"),
+    return [str(Path(sys.executable).parent / "flower-supernode"),  # Flower's own
             *(["--root-certificates", str(ca)] if ca else []),
             "--auth-supernode-private-key", str(key), "--superlink", link.fleet,
             "--isolation", "process", "--host", deployment.HOST, "--port", str(free_port())]

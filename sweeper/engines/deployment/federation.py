@@ -229,12 +229,6 @@ def superexec_argv(runtime_api: str, ca: Path | None, name: str, role: str,
             *(["--announcements", str(announcements)] if announcements else [])]
 
 
-def _bin(name: str) -> str:
-    """A Flower console script of this interpreter's environment."""
-    path = Path(sys.executable).parent / name
-    return str(path) if path.exists() else name
-
-
 def _listening(procs: Processes, name: str, host: str, argv_at, env: dict[str, str]
                ) -> int:
     """Start `argv_at(port)` as `name-<attempt>` on a free port of `host`; its port."""
@@ -262,7 +256,8 @@ def start_link(home: Path, procs: Processes, env: dict[str, str], fleet_host: st
     served = (["--ssl-certfile", str(creds.cert), "--ssl-keyfile", str(creds.key),
                "--ssl-ca-certfile", str(creds.ca)] if creds else ["--insecure"])
     port = _listening(procs, "superlink", HOST, lambda p: [
-        _bin("flower-superlink"), *served, *(["--enable-supernode-auth"] if auth else []),
+        sys.executable, "-m", "sweeper.engines.deployment.superlink", *served,
+        *(["--enable-supernode-auth"] if auth else []),
         "--host", HOST, "--port", str(p), "--isolation", "process",
         "--disable-runtime-dependency-installation"], env)
     control = f"{HOST}:{port}"

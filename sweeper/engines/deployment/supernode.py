@@ -9,7 +9,8 @@ requests a second: an idle federation kept between trials costs little), and a l
 reply every `FAST_POLL_S`. With a doorbell (`doorbell.py`) it waits for the ServerApp's
 ring instead (looking anyway every `PATIENCE_S`), rings its SuperExec when it stored a
 message and the ServerApp when it pushed a reply. Before its first pull it enrolls its node
-id under its partition (`roster.py`). Nothing else changes. `require_hooks` fails loudly if
+id under its partition (`roster.py`). Its Runtime API's tracing middleware runs only when
+tracing is on (`middleware.py`). Nothing else changes. `require_hooks` fails loudly if
 a Flower upgrade moves what is patched.
 """
 
@@ -20,6 +21,7 @@ import time
 from types import SimpleNamespace
 
 from sweeper.engines.deployment.doorbell import Doorbell, ring
+from sweeper.engines.deployment.middleware import scoped_class
 from sweeper.engines.deployment.roster import enroll
 
 FAST_POLL_S = 0.02
@@ -76,10 +78,12 @@ def partition_of(argv: list[str]) -> str:
 
 
 def main() -> None:
+    import flwr.supernode.main as node_api
     import flwr.supernode.start_client_internal as loop
     from flwr.supernode.cli import flower_supernode
 
     patch(loop, partition_of(sys.argv))
+    node_api.RuntimeTracingMiddleware = scoped_class(node_api.RuntimeTracingMiddleware)
     sys.argv[0] = "flower-supernode"
     flower_supernode()
 
