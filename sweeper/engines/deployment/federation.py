@@ -384,6 +384,7 @@ def _announce(federation: Federation, config: TrialConfig) -> None:
     folder = federation.home / ANNOUNCEMENTS
     federation.trials += 1
     announce(folder, federation.trials, config.to_json())
+    ring("exec-*", federation.home / BELLS)  # idle, they would look only after PATIENCE_S
     deadline = time.monotonic() + WARM_TIMEOUT_S
     while not all(ready_file(folder, name, federation.trials).exists()
                   for name in federation.warm):
