@@ -151,23 +151,32 @@ class Deadlines:
     thread notes when it sees that (driver clock: no skew between nodes), and cancels a
     task still running `limit_s` later (its worker killed, no retry: Ray does not retry a
     cancelled task), which makes the driver's wait return; its result is then a failure
-    saying so."""
+    saying so. Without a limit it still notes starts: `ran_s` is how long a trial that
+    could not report (killed, its worker lost) may have run."""
 
     POLL_S = 0.5
 
     def __init__(self, limit_s: float | None) -> None:
         self.limit_s = limit_s
         self.since: dict[ray.ObjectRef, float | None] = {}  # None: still queued
+        self.submitted: dict[ray.ObjectRef, float] = {}
         self.killed: set[ray.ObjectRef] = set()
         self._lock = threading.Lock()
         self._closed = threading.Event()
-        if limit_s is not None:
-            threading.Thread(target=self._watch, name="sweeper-deadlines", daemon=True).start()
+        threading.Thread(target=self._watch, name="sweeper-deadlines", daemon=True).start()
 
     def started(self, ref: ray.ObjectRef) -> None:
-        if self.limit_s is not None:
-            with self._lock:
-                self.since[ref] = None
+        with self._lock:
+            self.since[ref] = None
+            self.submitted[ref] = time.monotonic()
+
+    def ran_s(self, ref: ray.ObjectRef) -> float:
+        """At most how long the trial of `ref` has run: since its start was seen, plus the
+        watcher's poll interval; since it was handed to Ray if its start was never seen."""
+        with self._lock:
+            since = self.since.get(ref)
+            began = self.submitted.get(ref, time.monotonic())
+        return time.monotonic() - (began if since is None else since - self.POLL_S)
 
     def _watch(self) -> None:
         while not self._closed.wait(self.POLL_S):
@@ -179,7 +188,8 @@ class Deadlines:
                         with self._lock:
                             if ref in self.since:
                                 self.since[ref] = time.monotonic()
-                elif time.monotonic() - since > self.limit_s and ref not in self.killed:
+                elif (self.limit_s is not None and time.monotonic() - since > self.limit_s
+                      and ref not in self.killed):
                     self.killed.add(ref)
                     with contextlib.suppress(Exception):  # it ended, or Ray is going down
                         ray.cancel(ref, force=True)
@@ -189,6 +199,7 @@ class Deadlines:
         before the kill landed keeps its own result)."""
         with self._lock:
             self.since.pop(ref, None)
+            self.submitted.pop(ref, None)
         with contextlib.suppress(Exception):
             internal_kv._internal_kv_del(ref.task_id().hex(), namespace=STARTED_NAMESPACE)
         if ref in self.killed:

@@ -37,7 +37,7 @@ from sweeper.result import MeterInfo, TrialResult, energy_to_accuracy
 from sweeper.space import SearchSpace
 from sweeper.store_lock import store_lock
 from sweeper.tracking import Tracker, ui_url
-from sweeper.trial import prepare, run_trial
+from sweeper.trial import charge_unreported, prepare, run_trial
 
 RAY_SYSTEM_RETRIES = 2
 
@@ -365,7 +365,9 @@ def run_sweep(space: SearchSpace, store: Path, sweep: str | None = None, resume:
             for ref in ready:
                 config, repeat, trial_config = pending.pop(ref)
                 nodes.released(ref)
+                ran_s = deadlines.ran_s(ref)
                 result = with_target(deadlines.outcome(ref, _collect(ref)), space)
+                charge_unreported(result, trial_config, ran_s)
                 attempts.record(config.trial, result)
                 if elsewhere:
                     result.info["ran_elsewhere"] = elsewhere

@@ -107,6 +107,21 @@ def _failed(config: TrialConfig, reason: str, cpu_s: float) -> TrialResult:
     return result
 
 
+def charge_unreported(result: TrialResult, config: TrialConfig, ran_s: float) -> None:
+    """A failed trial that could not say what it used (killed at its timeout, its worker
+    lost) is charged, for the energy budget, as if its reserved CPUs were busy for all of
+    the `ran_s` seconds it may have run: an upper bound, never the 0 J of no report."""
+    if result.status != "failed" or "spent_j" in result.info:
+        return
+    host = load_profiles().hosts[config.scenario.host_profile]
+    cpus = config.scenario.cpus_per_trial
+    result.info["spent_j"] = ran_s * cpus * host.watts_per_core
+    result.meters["spent_j"] = MeterInfo(
+        f"upper bound: its process could not report; {cpus} reserved CPU(s) busy for the "
+        f"{ran_s:.3g} s it may have run (driver clock) x host '{host.name}' "
+        f"({host.watts_per_core} W/core)", "modeled")
+
+
 class TrialWatcher:
     """A `fl.server_app.RoundWatcher`: reads the node meter (if any) around every round and
     applies the prune rule (if any) to the energy spent so far."""

@@ -4,6 +4,7 @@ stores-agree check."""
 
 from __future__ import annotations
 
+import math
 import signal
 import subprocess
 import sys
@@ -18,7 +19,10 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from sweeper.cli import main
-from sweeper.study import DUPLICATE_ATTR, INTERRUPTED_ATTR, INTERRUPTIONS_ATTR
+from sweeper.config import Scenario
+from sweeper.energy import load_profiles
+from sweeper.orchestrate import _spent_j
+from sweeper.study import DUPLICATE_ATTR, INTERRUPTED_ATTR, INTERRUPTIONS_ATTR, stored_repeats
 from sweeper.tracking import Tracker, tracking_uri
 
 RESUME_LINE = "resume: sweeper pareto --space"
@@ -182,6 +186,24 @@ def test_a_trial_that_raises_is_failed_and_the_sweep_goes_on(failing_sweep) -> N
                    "killed (its Ray worker too), failed with the reason; the sweep goes on")
 def test_a_trial_past_its_timeout_is_killed_and_failed(failing_sweep) -> None:
     _failed_with(failing_sweep, "timeout", "timeout", "still running 15 s after it started")
+
+
+def test_every_failed_trial_is_charged_to_the_energy_budget(failing_sweep) -> None:
+    """What failed trials used counts in `budget.energy_j`, never 0 J or NaN: one that
+    raised or ran out of memory, its process's CPU time; one killed at its timeout, which
+    could not report, an upper bound from the time it ran (15 s at least)."""
+    store, trials = failing_sweep
+    watts = load_profiles().hosts[Scenario().host_profile].watts_per_core  # the tiny one's
+    spent = {}
+    for kind in ("raises", "timeout", "oom"):
+        (result,) = stored_repeats(trials[kind]).values()
+        spent[kind] = result.info["spent_j"]
+        assert 0 < spent[kind] < math.inf and result.meters["spent_j"].kind == "modeled"
+    assert spent["timeout"] >= 15 * watts  # one reserved CPU for the 15 s of its limit
+    assert "upper bound" in stored_repeats(trials["timeout"])[0].meters["spent_j"].meter
+    study = optuna.load_study(study_name="f", storage=f"sqlite:///{store}/optuna.db")
+    ok = stored_repeats(trials["ok"])[0].energy_j
+    assert _spent_j(study, []) == pytest.approx(ok + sum(spent.values()))
 
 
 @pytest.mark.fault("a trial needs more than budget.memory_per_trial_mb",
