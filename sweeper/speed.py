@@ -173,8 +173,8 @@ def _check_governor(governor: str, label: str) -> None:
     for path in _cpufreq_files("scaling_governor"):
         now = path.read_text().strip()
         if now != governor:
-            raise SpeedSettingRefused(f"{label}: {_cpu(path)} reads back governor {now} "
-                                      f"(scaling_governor) after writing {governor}")
+            raise SpeedSettingRefused(f"{label}: {_cpu(path)} reads back governor {now!r} "
+                                      f"(scaling_governor) after writing {governor!r}")
 
 
 def _check_frequency(khz: int, label: str) -> None:
@@ -182,8 +182,9 @@ def _check_frequency(khz: int, label: str) -> None:
         now = path.read_text().strip()
         if now != str(khz):
             raise SpeedSettingRefused(
-                f"{label}: {_cpu(path)} reads back {now} kHz (scaling_setspeed) after writing "
-                "it; the kernel takes a frequency of its table within scaling_min/max_freq")
+                f"{label}: {_cpu(path)} reads back {now!r} kHz (scaling_setspeed) after "
+                f"writing {khz}; the kernel takes a frequency of its table within "
+                "scaling_min/max_freq")
     deadline = time.monotonic() + SETTLE_S
     while True:
         readings = [(path, _khz(path)) for path in _cpufreq_files("scaling_cur_freq")]

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
@@ -83,22 +80,6 @@ def test_unsupported_speed_leverage_refuses_the_trial(tmp_path: Path) -> None:
     assert "cpu_freq_khz=1200000" in refused.reason and "sudo-g5k" in refused.reason
     no_gpu = _run(gpu_power_limit_w=100.0)
     assert no_gpu.status == "failed" and "gpu_power_limit_w=100" in no_gpu.reason
-
-
-def test_cpufreq_setting_is_written_and_read_back(tmp_path: Path) -> None:
-    """On a cpufreq-shaped tree written here (the real one needs root on real hardware)."""
-    for cpu in ("cpu0", "cpu1"):
-        folder = tmp_path / cpu / "cpufreq"
-        folder.mkdir(parents=True)
-        (folder / "scaling_governor").write_text("performance\n")
-        (folder / "scaling_setspeed").write_text("<unsupported>\n")
-        (folder / "scaling_cur_freq").write_text("1200000\n")
-    probe = ("from sweeper import speed; print(speed.apply({'cpu_freq_khz': 1200000}))")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         env={**os.environ, "SWEEPER_CPUFREQ_ROOT": str(tmp_path)}, check=True)
-    assert "'cpu_governor': ['userspace']" in out.stdout
-    assert "'cpu_cur_freq_khz': [1200000]" in out.stdout
-    assert (tmp_path / "cpu1" / "cpufreq" / "scaling_setspeed").read_text() == "1200000\n"
 
 
 def test_threads_per_client_is_applied_and_recorded() -> None:

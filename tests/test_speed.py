@@ -19,8 +19,11 @@ from pathlib import Path
 import pytest
 
 from sweeper import speed
+from sweeper.config import Scenario, TrialConfig, resolve_leverages
 from sweeper.speed import SpeedSettingRefused
+from sweeper.trial import run_trial
 
+TINY = Scenario(corpus_speakers=8, corpus_takes=2, num_clients=2, rounds=1)
 CPUS = ("cpu0", "cpu1", "cpu2", "cpu3")
 # cpu3 starts in userspace at 1.8 GHz, the others under schedutil
 BEFORE = {"cpu0": "schedutil", "cpu1": "schedutil", "cpu2": "schedutil", "cpu3": "userspace"}
@@ -77,17 +80,34 @@ def test_a_frequency_within_tolerance_is_applied_and_recorded(node: Path) -> Non
     assert _restored(node)
 
 
-def test_governor_and_setspeed_read_back_other_than_written_fail(node: Path) -> None:
-    """The checks alone, on files preset as a kernel may leave them after the write."""
-    for cpu in CPUS:
-        (node / cpu / "cpufreq" / "scaling_setspeed").write_text("1200000\n")
-    (node / "cpu2" / "cpufreq" / "scaling_setspeed").write_text("1100000\n")  # rounded down
+def test_a_governor_the_kernel_drops_fails_the_trial_naming_both(node: Path) -> None:
+    """cpu2 accepts the write and keeps nothing (its scaling_governor is /dev/null, as a
+    kernel file that ignores what is written): the trial fails, before any training, naming
+    the CPU, the governor asked and the one read back; the other CPUs get theirs back."""
+    dropped = node / "cpu2" / "cpufreq" / "scaling_governor"
+    dropped.unlink()
+    dropped.symlink_to(os.devnull)
+    leverages = resolve_leverages({"cpu_governor": "powersave"}, TINY)
+    result = run_trial(TrialConfig(TINY, leverages, 0))
+    assert result.status == "failed"
+    assert result.reason == ("cpu_governor=powersave: cpu2 reads back governor '' "
+                             "(scaling_governor) after writing 'powersave'")
+    assert all(_read(node, cpu, "scaling_governor") == BEFORE[cpu] for cpu in CPUS
+               if cpu != "cpu2")
+    assert _read(node, "cpu3", "scaling_setspeed") == "1800000"
+
+
+def test_a_frequency_the_kernel_drops_fails_naming_both(node: Path) -> None:
+    """cpu2's scaling_setspeed keeps nothing of what is written (/dev/null): refused, naming
+    the CPU, the frequency read back and the one asked; every CPU gets its settings back."""
+    dropped = node / "cpu2" / "cpufreq" / "scaling_setspeed"
+    dropped.unlink()
+    dropped.symlink_to(os.devnull)
     with pytest.raises(SpeedSettingRefused, match=r"^cpu_freq_khz=1200000: cpu2 reads back "
-                       r"1100000 kHz \(scaling_setspeed\) after writing it"):
-        speed._check_frequency(1_200_000, "cpu_freq_khz=1200000")
-    with pytest.raises(SpeedSettingRefused, match=r"^cpu_governor=powersave: cpu0 reads back "
-                       r"governor schedutil \(scaling_governor\) after writing powersave$"):
-        speed._check_governor("powersave", "cpu_governor=powersave")
+                       r"'' kHz \(scaling_setspeed\) after writing 1200000; "), \
+            speed.applied({"cpu_freq_khz": 1_200_000}):
+        pytest.fail("the trial ran at another frequency than asked")
+    assert all(_read(node, cpu, "scaling_governor") == BEFORE[cpu] for cpu in CPUS)
 
 
 def test_a_governor_the_node_does_not_offer_is_refused(node: Path) -> None:
