@@ -26,26 +26,30 @@ class BaselineCurve:
 
 def load_baseline(tracking_uri: str, space_name: str,
                   scenario: dict[str, Any]) -> BaselineCurve | None:
-    """The newest FINISHED baseline run of experiment `<space_name>-baselines` whose
-    `scenario.*` params are exactly `scenario` (values compared as the strings MLflow
-    stores), or None. Runs logged before baselines had energy (no `energy_j`) are skipped."""
+    """The newest FINISHED baseline run whose `scenario.*` params are exactly `scenario`
+    (values compared as the strings MLflow stores): from experiment `<space_name>-baselines`
+    first, else from any `*-baselines` experiment of the store (the same scenario's baseline
+    run under another space, e.g. quick.yaml's for repeats.yaml); or None. Runs logged
+    before baselines had energy (no `energy_j`) are skipped."""
     client = MlflowClient(tracking_uri=tracking_uri)
-    experiment = client.get_experiment_by_name(f"{space_name}-baselines")
-    if experiment is None:
-        return None
+    own = f"{space_name}-baselines"
+    experiments = sorted(client.search_experiments(filter_string="name LIKE '%-baselines'"),
+                         key=lambda e: e.name != own)
     wanted = {k: str(v) for k, v in scenario.items()}
-    token = None
-    while True:
-        page = client.search_runs(
-            [experiment.experiment_id],
-            f"attributes.status = 'FINISHED' and tags.`{ROLE_TAG}` = 'baseline'",
-            order_by=["attributes.start_time DESC"], page_token=token)
-        for run in page:
-            if _scenario_of(run) == wanted and "energy_j" in run.data.metrics:
-                return _curve(client, run)
-        token = page.token
-        if not token:
-            return None
+    for experiment in experiments:
+        token = None
+        while True:
+            page = client.search_runs(
+                [experiment.experiment_id],
+                f"attributes.status = 'FINISHED' and tags.`{ROLE_TAG}` = 'baseline'",
+                order_by=["attributes.start_time DESC"], page_token=token)
+            for run in page:
+                if _scenario_of(run) == wanted and "energy_j" in run.data.metrics:
+                    return _curve(client, run)
+            token = page.token
+            if not token:
+                break
+    return None
 
 
 def energy_ratio(curve: BaselineCurve, accuracy: float, energy_j: float) -> float:

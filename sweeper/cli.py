@@ -297,7 +297,7 @@ def _show_report(study, space, tracker, parent_run_id: str, trial_runs: dict[int
               " energy_vs_baseline = a point's energy_j / the baseline's joules at its first "
               "epoch reaching that point's accuracy (NaN: never reached)")
     else:
-        print(f"baseline: none with this scenario in experiment {space.name}-baselines "
+        print("baseline: none with this scenario in the store's *-baselines experiments "
               f"(run `sweeper baseline --space {space.path}` to compare)")
     if space.repeats > 1:
         print(f"energy_j across repeats: median coefficient of variation "

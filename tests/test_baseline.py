@@ -249,10 +249,13 @@ def test_energy_ratio_against_the_logged_histories(logged: dict) -> None:
 
 def test_the_report_reads_every_front_point_against_the_baseline(
         tmp_path: Path, ray_cluster: str) -> None:
-    space = write_space(tmp_path / "s.yaml", scenario=MODELED,
+    """The baseline is run with one space, the sweep with another of the same scenario (as
+    quick.yaml's baseline serves repeats.yaml's sweep): the report finds it all the same."""
+    baseline_space = write_space(tmp_path / "s.yaml", scenario=MODELED)
+    space = write_space(tmp_path / "other.yaml", name="tiny-other", scenario=MODELED,
                         budget={"trials": 2, "parallel": 2})
     store = tmp_path / "store"
-    assert main(["baseline", "--space", str(space), "--epochs", "5",
+    assert main(["baseline", "--space", str(baseline_space), "--epochs", "5",
                  "--store", str(store)]) == 0
     assert main(["pareto", "--space", str(space), "--name", "vs", "--store", str(store),
                  "--ray-address", ray_cluster]) == 0

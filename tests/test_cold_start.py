@@ -9,24 +9,25 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from statistics import median
+from statistics import mean
 
 import optuna
 import pytest
 from conftest import TINY_SCENARIO, write_space
+from mlflow.tracking import MlflowClient
 
-from sweeper.energy import load_profiles
-from sweeper.space import load_space
-from sweeper.study import RUN_ID_ATTR, storage_url, stored_result
-from sweeper.trial import prepare, run_trial
+from sweeper.study import storage_url, stored_repeats
+from sweeper.tracking import tracking_uri
 
 SWEEPER = [sys.executable, "-m", "sweeper.cli"]
-# Why the bounds are in CPU-seconds of the cold start, not in % of a trial: the same epoch's
+# Within 5%, or within the noise the same run measured if that was larger. The same epoch's
 # CPU time went from 0.09 to 0.16 CPU-s on this 2-core machine as other work came and went
-# (and a trial's energy by 13% between two runs on CI), while the cold start is a fixed
-# ~2 CPU-s (benchmarks/cold_start.py). Billed, it shows whole; kept out, what remains is
-# noise: the tests allow half of the cold start each run measured.
-KEPT_OUT = 0.5
+# (a trial's energy by 13% between two runs on CI), so a fixed 5% would fail on a busy
+# machine. The cold start is additive and large (a worker's first warm-up costs ~2 CPU-s
+# more than a later one, several times a tiny trial; benchmarks/cold_start.py): billed, even
+# in part, it stands far out of the spread of the warm repeats.
+WITHIN = 0.05
+REPEATS = 4
 
 
 def _run(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
@@ -36,70 +37,74 @@ def _run(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
     return done
 
 
-def _watts_per_core() -> float:
-    return load_profiles().hosts["laptop"].watts_per_core
+def _tolerance_j(warm_j: list[float]) -> float:
+    """5% of a warm trial, or the spread of the warm trials of this run if larger."""
+    return max(WITHIN * mean(warm_j), max(warm_j) - min(warm_j))
 
 
 def test_a_workers_first_trial_costs_what_a_later_one_does_and_a_rerun_reproduces_it(
         tmp_path: Path) -> None:
-    """Three configurations of the same compute (they differ in the learning rate only: a
-    sweep never runs one configuration twice) on a Ray of its own (fresh workers, one trial
-    at a time). A worker's first trial warms up cold, the next ones warm: the difference of
-    their warm-ups is the process's cold start, and none of it may be in the joules. Then a
-    later (warm) trial re-run in a fresh process: the same accuracy, and its joules differ
-    by less than the fresh process's cold start would add."""
-    space = write_space(tmp_path / "same.yaml", budget={"trials": 3, "parallel": 1},
-                        sampler={"name": "grid", "seed": 0},
-                        scenario={**TINY_SCENARIO, "rounds": 1},
+    """One configuration repeated on a Ray of its own, one trial at a time: repeat 0 is the
+    first trial of a fresh worker (cold), the next ones run warm in the same worker. Their
+    warm-ups differ by the process's cold start, and none of it may be in the joules: the
+    cold trial costs what the warm ones do. Then a warm repeat re-run in a fresh process
+    (`trial --from-run`): the same accuracy, the same joules, the difference printed."""
+    space = write_space(tmp_path / "same.yaml", budget={"trials": 1, "parallel": 1,
+                                                          "repeats": REPEATS},
+                        scenario={**TINY_SCENARIO, "rounds": 1, "partition": "iid"},
                         leverages={"precision": {"value": "bf16"},
-                                   "local_epochs": {"value": 1},
-                                   "lr": {"low": 0.01, "high": 0.03, "step": 0.01}})
+                                   "local_epochs": {"value": 1}})
     store = ["--store", str(tmp_path / "store")]
     _run(["pareto", "--space", str(space), *store, "--name", "same", "--no-dashboard"])
     study = optuna.load_study(study_name="same", storage=storage_url(tmp_path / "store"))
-    trials = sorted(study.trials, key=lambda t: t.number)
-    results = [stored_result(t) for t in trials]
-    assert [r.status for r in results] == ["ok"] * 3
-    pids = [r.info["placement"]["pid"] for r in results]
-    cold = [r for i, r in enumerate(results) if pids[i] not in pids[:i]]
-    warm = [r for i, r in enumerate(results) if pids[i] in pids[:i]]
-    assert warm, f"no worker ran a second trial: nothing compared ({pids})"
-    cold_start_cpu_s = (median(r.info["warmup_cpu_s"] for r in cold)
-                        - median(r.info["warmup_cpu_s"] for r in warm))
+    (trial,) = study.trials
+    results = stored_repeats(trial)
+    assert sorted(results) == list(range(REPEATS))
+    assert [r.status for r in results.values()] == ["ok"] * REPEATS
+    pids = [results[r].info["placement"]["pid"] for r in range(REPEATS)]
+    assert len(set(pids)) == 1, f"the repeats ran in several workers: {pids}"
+    cold, warm = results[0], [results[r] for r in range(1, REPEATS)]
+    cold_start_cpu_s = cold.info["warmup_cpu_s"] - max(r.info["warmup_cpu_s"] for r in warm)
     assert cold_start_cpu_s >= 0.5, "no cold start to keep out: the test would prove nothing"
-    excess_j = median(r.energy_j for r in cold) - median(r.energy_j for r in warm)
-    assert excess_j <= KEPT_OUT * cold_start_cpu_s * _watts_per_core(), (
-        excess_j, cold_start_cpu_s, [r.energy_j for r in results])
-    sent = [r.bytes_total for r in results]  # the same work on the wire (but lr's digits)
-    assert max(sent) - min(sent) <= 64, sent
+    warm_j = [r.energy_j for r in warm]
+    assert abs(cold.energy_j - mean(warm_j)) <= _tolerance_j(warm_j), (cold.energy_j, warm_j)
 
-    logged = next(i for i in reversed(range(3)) if pids[i] in pids[:i])
-    again = json.loads(_run(["trial", "--from-run", trials[logged].user_attrs[RUN_ID_ATTR],
-                             "--json", *store]).stdout)
-    assert again["new"]["accuracy"] == again["old"]["accuracy"] == results[logged].accuracy
-    fresh_cold_start_cpu_s = again["new"]["warmup_cpu_s"] - again["old"]["warmup_cpu_s"]
-    assert fresh_cold_start_cpu_s >= 0.5, again
+    client = MlflowClient(tracking_uri(tmp_path / "store"))
+    runs = client.search_runs([client.get_experiment_by_name("same").experiment_id],
+                              "tags.`sweeper.repeat` = '1'")
+    (logged,) = runs
+    again = json.loads(_run(["trial", "--from-run", logged.info.run_id, "--json",
+                             *store]).stdout)
+    assert again["new"]["accuracy"] == again["old"]["accuracy"] == results[1].accuracy
+    assert again["new"]["warmup_cpu_s"] - again["old"]["warmup_cpu_s"] >= 0.5, again
     change_j = again["new"]["energy_j"] - again["old"]["energy_j"]
-    assert abs(change_j) <= KEPT_OUT * fresh_cold_start_cpu_s * _watts_per_core(), again
+    assert abs(change_j) <= _tolerance_j(warm_j), (again, warm_j)
     assert again["relative_change"]["energy_j"] == pytest.approx(
         again["new"]["energy_j"] / again["old"]["energy_j"] - 1)
 
 
-def test_a_quarter_of_the_data_shows_in_one_trial(tmp_path: Path) -> None:
-    """`data_fraction` (random selection) cuts the clients' training joules in the trial
-    itself, not only on average over a sweep."""
-    space = load_space(write_space(tmp_path / "s.yaml",
-                                   scenario={**TINY_SCENARIO, "rounds": 1},
-                                   leverages={"local_epochs": {"value": 3},
-                                              "data_fraction": {"low": 0.1, "high": 1.0},
-                                              "summary": {"choices": ["random"]}}))
-    prepare(space.scenario, space.seed)
+# One trial's client CPU time varies by 10-25% from run to run on this 2-core VM, for the
+# same configuration (BENCHMARKS.md, `benchmarks/data_fraction.py`: the full-data trials'
+# coefficient of variation was 18%). Half the data gave 0.34x to 0.64x of the full data's
+# joules over 8 fresh-process pairs (0.48x on average); billing the process's cold start
+# gave about 0.91x (the issue's report). The bound sits between the two.
+HALF_BOUND = 0.75
+
+
+def test_half_the_data_shows_in_one_trial_in_a_fresh_process(tmp_path: Path) -> None:
+    """`data_fraction: 0.5` (random selection) cuts the clients' training joules in one
+    `sweeper trial`, each in a fresh process: the process's cold start must not drown it."""
+    space = write_space(tmp_path / "s.yaml", scenario={**TINY_SCENARIO, "rounds": 1},
+                        leverages={"local_epochs": {"value": 10},
+                                   "data_fraction": {"low": 0.1, "high": 1.0},
+                                   "summary": {"choices": ["random"]}})
 
     def client_j(fraction: str) -> float:
-        config = space.trial_config(space.with_overrides({"data_fraction": fraction}))
-        result = run_trial(config)
-        assert result.status == "ok", result.reason
-        return result.rounds[-1].energy["client_compute_j"]
+        out = _run(["trial", "--space", str(space), "--store", str(tmp_path / "store"),
+                    "--set", f"data_fraction={fraction}", "--json"]).stdout
+        result = json.loads(out)["result"]
+        assert result["status"] == "ok", result["reason"]
+        return sum(r["energy"]["client_compute_j"] for r in result["rounds"])
 
-    full, quarter = client_j("1.0"), client_j("0.25")
-    assert quarter <= 0.6 * full, (full, quarter)  # a quarter of the work, noise aside
+    full, half = client_j("1.0"), client_j("0.5")
+    assert half <= HALF_BOUND * full, (full, half)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import write_space
+from conftest import TINY_SCENARIO, write_space
 from optuna.trial import TrialState
 
 from sweeper import study as studies
@@ -139,3 +139,32 @@ def test_a_runtime_folder_others_can_enter_is_refused(tmp_path: Path,
     (tmp_path / "sweeper").chmod(0o777)
     with pytest.raises(SweeperError, match="others may enter it"):
         runtime_dir()
+
+
+def test_a_sweep_tells_optuna_the_energy_to_the_target(tmp_path: Path, ray_cluster: str) -> None:
+    """`energy_to_accuracy_j` through a real sweep: each configuration's value is the
+    cumulative joules of its first round reaching `target_accuracy` (feasible), or +inf and
+    infeasible where no round does; never 0."""
+    target = 0.01  # a model that predicts one class still gets 1 in 12 right
+    space = write_space(tmp_path / "t.yaml", objectives=OBJECTIVES, target_accuracy=target,
+                        budget={"trials": 2, "parallel": 2},
+                        sampler={"name": "grid", "seed": 0},
+                        scenario={**TINY_SCENARIO, "rounds": 3},
+                        leverages={"precision": {"choices": ["fp32", "bf16"]},
+                                   "local_epochs": {"value": 2}})
+    store = tmp_path / "store"
+    assert main(["pareto", "--space", str(space), "--store", str(store), "--name", "t",
+                 "--ray-address", ray_cluster]) == 0
+    study = optuna.load_study(study_name="t", storage=studies.storage_url(store))
+    reached = 0
+    for trial in study.trials:
+        rounds = studies.stored_result(trial).rounds
+        first = next((r for r in rounds if r.accuracy >= target), None)
+        gap = trial.constraints[studies.TARGET_CONSTRAINT]
+        if first is None:
+            assert trial.values[1] == math.inf and gap > 0
+        else:
+            reached += 1
+            assert trial.values[1] == pytest.approx(first.energy_j) and first.energy_j > 0
+            assert gap == 0
+    assert reached, "no configuration reached the target: nothing was checked"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -70,7 +71,19 @@ def test_each_configuration_runs_three_seeds_and_optuna_gets_the_means(
         energies = [repeats[r]["final.energy_j"] for r in range(3)]
         assert len(set(energies)) == 3  # another seed is another federation
     assert rows and "±" in printed
-    assert "median coefficient of variation" in printed
+    cvs = [statistics.stdev(e) / statistics.fmean(e) for e in (
+        [repeats[r]["final.energy_j"] for r in range(3)] for repeats in by_config.values())]
+    assert f"median coefficient of variation {statistics.median(cvs):.2%}" in printed
+
+    # the page draws each front point's interval: the csv's half-widths, in front order
+    page = Path(MlflowClient(tracking_uri(store)).download_artifacts(parent, "pareto.html",
+                                                                     str(tmp_path)))
+    figure = json.loads(re.search(r"const figure = (.*);\n", page.read_text()).group(1))
+    (front,) = [trace for trace in figure["data"] if trace["name"] == "Pareto front"]
+    by_x = sorted(rows.values(), key=lambda row: float(row["accuracy"]))
+    assert front["error_x"]["array"] == pytest.approx([float(r["accuracy_ci95"]) for r in by_x])
+    assert front["error_y"]["array"] == pytest.approx([float(r["energy_j_ci95"]) for r in by_x])
+    assert all(v > 0 for v in front["error_y"]["array"])
 
 
 def test_resume_finishes_a_half_repeated_configuration(tmp_path: Path,
