@@ -21,14 +21,13 @@ from typing import Any
 from g5k import G5kError, nodeenv
 from g5k.api import Api
 from g5k.cluster import Session
-from g5k.config import ClusterSpec
+from g5k.config import ClusterSpec, job_refusal
 from g5k.credentials import Credentials, credentials_path, load_credentials
 from g5k.kwollect import POWER_METRICS
 
 Say = Callable[[str], None]
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 # The reference API lists the production queue under either name (see g5k.config.QUEUES).
-SAME_QUEUE = {"production": "abaca", "abaca": "production"}
 WATTMETER_PROPERTY = "wattmeter='YES'"
 
 
@@ -193,16 +192,8 @@ def check_jobs(spec: ClusterSpec, described: dict[str, Any] | None) -> Step:
     if not spec.cluster or described is None:
         return Step("jobs", OK, f"types {types}, queue {spec.queue} (no cluster named: "
                     "nothing to compare with the reference API)")
-    name, exotic = spec.cluster, described.get("exotic") is True
-    if exotic and "exotic" not in spec.oar_types and spec.reservation_method == "oarsub":
-        return Step("jobs", FAIL, f"{name} is exotic: add exotic to job_types (with "
-                    "oarsub the job gets only the types listed)")
-    queues = [str(q) for q in described.get("queues") or []]
-    if queues and spec.queue != "besteffort" and spec.queue not in queues and (
-            SAME_QUEUE.get(spec.queue) not in queues):
-        takes = [q for q in queues if q != "admin"]
-        return Step("jobs", FAIL, f"queue: {name} takes jobs in {', '.join(takes) or 'none'}"
-                    f", not {spec.queue}: set queue: {takes[0] if takes else 'default'}")
-    added = " (+ exotic, added at submission)" if exotic and "exotic" not in spec.oar_types \
-        else ""
-    return Step("jobs", OK, f"{name}: types {types}{added}, queue {spec.queue}")
+    if (refusal := job_refusal(spec, described)) is not None:
+        return Step("jobs", FAIL, refusal)
+    exotic = described.get("exotic") is True and "exotic" not in spec.oar_types
+    added = " (+ exotic, added at submission)" if exotic else ""
+    return Step("jobs", OK, f"{spec.cluster}: types {types}{added}, queue {spec.queue}")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from g5k import G5kError, nodeenv, nodesetup, raycluster
 from g5k.api import FAILED_STATES, Api, JobWaitTimeout, job_summary
-from g5k.config import ClusterSpec, job_problem, shell_path
+from g5k.config import ClusterSpec, job_problem, job_refusal, shell_path
 from g5k.credentials import Credentials, load_credentials
 from g5k.forward import Forward
 from g5k.ssh import KeyFile, Remote
@@ -121,8 +121,11 @@ class Session:
             return self.spec.job_id, False
         if (problem := job_problem(self.spec)) is not None:
             raise G5kError(f"not submitted: {problem}")
+        described = self._described()
+        if (refusal := job_refusal(self.spec, described)) is not None:
+            raise G5kError(f"not submitted: {refusal}")
         if self.spec.reservation_method == "api":
-            job_id = self.api.submit(self.spec, self.job_types())
+            job_id = self.api.submit(self.spec, self.job_types(described))
             if self.dry_run and self.spec.cluster and "exotic" not in self.spec.oar_types:
                 self.say(f"[dry-run] before that POST: GET {self.api.base_url}/sites/"
                          f"{self.spec.site}/clusters/{self.spec.cluster}, and exotic joins "
@@ -147,15 +150,25 @@ class Session:
             raise G5kError(f"oarsub on {self.spec.frontend_host} gave no job id: {out.strip()}")
         return int(found.group(1)), True
 
-    def job_types(self) -> list[str]:
+    def _described(self) -> dict | None:
+        """The reference API's description of the job's cluster (None: no cluster named,
+        a dry run, or the API unreachable: then OAR alone judges the job)."""
+        if self.dry_run or not self.spec.cluster:
+            return None
+        try:
+            return self.api.cluster_description(self.spec.site, self.spec.cluster)
+        except G5kError as exc:
+            self.say(f"reference API: {exc}: the job's types and queue are left to OAR")
+            return None
+
+    def job_types(self, described: dict | None) -> list[str]:
         """The spec's OAR types, plus exotic when the reference API marks its cluster
         `exotic: true`: Grid'5000 runs no job on an exotic cluster without that type
         (grid5000/reference-repository lib/refrepo/gen/wiki/generators/site_hardware.rb
         adds `-t exotic` to such a cluster's reservation command)."""
         types = self.spec.oar_types
-        if self.dry_run or not self.spec.cluster or "exotic" in types:
+        if described is None or "exotic" in types:
             return types
-        described = self.api.cluster_description(self.spec.site, self.spec.cluster)
         return [*types, "exotic"] if described.get("exotic") is True else types
 
     def wait_nodes(self, job_id: int, timeout_s: float = 3600) -> list[str]:

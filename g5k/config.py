@@ -107,6 +107,29 @@ def job_problem(spec: ClusterSpec) -> str | None:
     return None
 
 
+# Grid'5000's production queue has a second name (its reference API lists either)
+SAME_QUEUE = {"production": "abaca", "abaca": "production"}
+
+
+def job_refusal(spec: ClusterSpec, described: dict[str, Any] | None) -> str | None:
+    """What the cluster, as the reference API describes it (`exotic`, `queues`), would
+    refuse in the job, as "key: why"; None when nothing (or no description to compare)."""
+    if not spec.cluster or described is None:
+        return None
+    name = spec.cluster
+    if (described.get("exotic") is True and "exotic" not in spec.oar_types
+            and spec.reservation_method == "oarsub"):
+        return (f"job_types: {name} is exotic: add exotic (with oarsub the job gets only the "
+                "types listed)")
+    queues = [str(q) for q in described.get("queues") or []]
+    if queues and spec.queue != "besteffort" and spec.queue not in queues and (
+            SAME_QUEUE.get(spec.queue) not in queues):
+        takes = [q for q in queues if q != "admin"]
+        return (f"queue: {name} takes jobs in {', '.join(takes) or 'none'}, not {spec.queue}:"
+                f" set queue: {takes[0] if takes else 'default'}")
+    return None
+
+
 def shell_path(path: str) -> str:
     """`path` as one word for a remote shell: quoted, a leading `~/` left to the shell to
     expand (POSIX: the tilde prefix ends at the first unquoted slash)."""

@@ -5,6 +5,7 @@ the stand-in (g5k_fakes) over real HTTP(S) on loopback."""
 from __future__ import annotations
 
 import json
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -253,6 +254,39 @@ def test_a_job_refused_at_load_reserves_nothing(servers, home: Path, tmp_path: P
     line = one_error_line(capsys)
     assert line.startswith(f"sweeper: error: {path}: ") and expected in line
     assert server.requests == []  # nothing POSTed, nothing asked
+
+
+def test_a_queue_the_cluster_does_not_take_reserves_nothing(servers, home: Path,
+                                                           tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture
+                                                           ) -> None:
+    """A queue OAR knows but the cluster does not take (the reference API's `queues`):
+    `cluster up` asks the reference API, then stops in one line naming the key."""
+    server = servers()  # the stand-in's clusters take admin and default only
+    credentials_file(home, username=USER, password=PASSWORD)
+    (home / ".ssh").mkdir(exist_ok=True)
+    subprocess.run(["ssh-keygen", "-q", "-N", "", "-t", "ed25519", "-f",
+                    str(home / ".ssh" / "id_rsa")], check=True)  # a login key at hand
+    path = cluster_file(tmp_path, api_url=server.url, cluster="gros", queue="production")
+    assert main(["cluster", "up", "--g5k", str(path)]) == 2
+    line = one_error_line(capsys)
+    assert "queue: gros takes jobs in default, not production: set queue: default" in line
+    assert [method for method, _, _ in server.requests] == ["GET"]  # nothing POSTed
+
+
+def test_no_login_key_at_hand_reserves_nothing(servers, home: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ssh-agent and no key file: `cluster up` stops in one line before it asks the API
+    anything (a job reserved without a way to log in would only be deleted again)."""
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    server = servers()
+    credentials_file(home, username=USER, password=PASSWORD)
+    path = cluster_file(tmp_path, api_url=server.url, cluster="gros")
+    assert main(["cluster", "up", "--g5k", str(path)]) == 2
+    line = one_error_line(capsys)
+    assert "ssh_key: " in line and "not found" in line, line
+    assert server.requests == []
 
 
 def test_a_refused_job_is_not_submitted_even_without_the_file(servers) -> None:

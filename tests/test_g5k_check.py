@@ -259,7 +259,7 @@ def test_job_types_and_queue(site: Site, capsys: pytest.CaptureFixture) -> None:
     assert steps["jobs"] == ("ok   jobs: yeti: types none (+ exotic, added at submission), "
                              "queue default")
     steps = check(site, capsys, 2, cluster="yeti", reservation_method="oarsub")
-    assert steps["jobs"] == ("fail jobs: yeti is exotic: add exotic to job_types (with oarsub "
+    assert steps["jobs"] == ("fail jobs: job_types: yeti is exotic: add exotic (with oarsub "
                              "the job gets only the types listed)")
     assert check(site, capsys, 0, cluster="yeti", reservation_method="oarsub",
                  job_types=["exotic"])["jobs"].startswith("ok ")
