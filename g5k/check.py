@@ -129,6 +129,8 @@ def check_ssh(session: Session, said: list[str]) -> Step:
 
 def check_env(spec: ClusterSpec, session: Session) -> Step:
     """The env in the NFS home, as the frontend sees it, against this driver."""
+    if (mismatch := nodeenv.python_mismatch(spec)) is not None:
+        return Step("env", FAIL, mismatch)
     frontend = session.frontend()
     here = nodeenv.local_versions()
     try:

@@ -234,6 +234,8 @@ def up(spec: ClusterSpec, dry_run: bool = False, say: Say | None = None,
 
 def _up(session: Session, timeout_s: float) -> ClusterState:
     spec, dry_run = session.spec, session.dry_run
+    if (mismatch := nodeenv.python_mismatch(spec)) is not None:
+        raise G5kError(mismatch)  # before reserving: Ray would refuse this driver
     if not dry_run:  # no key to log in with: say so before reserving
         session.check_key()
     job_id, submitted = session.reserve()

@@ -31,6 +31,18 @@ PROBE = ('import json, platform, importlib.metadata as m; print(json.dumps({"pyt
          f'None) for n in {json.dumps(PACKAGES)}}}}}))')
 
 
+def python_mismatch(spec: ClusterSpec) -> str | None:
+    """`env_python` against this driver's Python, as "env_python: why": Ray joins a driver
+    to a cluster only when their Python minor versions are the same."""
+    here = ".".join(platform.python_version_tuple()[:2])
+    wanted = ".".join(spec.env_python.split(".")[:2])
+    if wanted == here:
+        return None
+    return (f"env_python: {spec.env_python} is not this driver's Python {here}: Ray needs the "
+            f"same Python minor version on the driver and the nodes; set env_python: "
+            f"\"{here}\" (or run the driver with Python {wanted})")
+
+
 def local_versions() -> Versions:
     """The driver's: this process's Python and packages."""
     found: Versions = {"python": platform.python_version()}

@@ -226,6 +226,21 @@ def test_env_not_built_yet(site: Site, capsys: pytest.CaptureFixture) -> None:
                                    "up` builds it on the first node (uv, Python 3.11")
 
 
+@pytest.mark.parametrize("action", ["check", "up"])
+def test_an_env_python_other_than_the_drivers_is_refused_before_reserving(
+        site: Site, capsys: pytest.CaptureFixture, action: str) -> None:
+    other = f"3.{sys.version_info.minor + 1}"
+    path = site.cluster_file(env_python=other, reservation_method="api")
+    assert main(["cluster", action, "--g5k", str(path)]) == 2
+    err = capsys.readouterr()
+    here = f"3.{sys.version_info.minor}"
+    assert (f"env_python: {other} is not this driver's Python {here}: Ray needs the same "
+            f"Python minor version on the driver and the nodes; set env_python: \"{here}\"") \
+        in err.out + err.err
+    assert [m for m, _, _ in site.api.requests if m == "POST"] == []  # nothing reserved
+    assert not site.oar_log.exists()
+
+
 def test_env_versions_differ(site: Site, capsys: pytest.CaptureFixture) -> None:
     there = {**HERE, "python": "3.13.1", "ray": "2.54.0",
              "torch": f"{HERE['torch']}+cu128", "flwr": None}

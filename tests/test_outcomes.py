@@ -129,6 +129,28 @@ def test_names_never_make_paths_outside_the_store(tmp_path: Path) -> None:
     assert folder.stat().st_mode & 0o777 == 0o700 and folder.stat().st_uid == os.getuid()
 
 
+def test_a_study_name_from_an_optuna_db_names_no_file_outside(tmp_path: Path) -> None:
+    """An optuna.db from elsewhere whose study is named to climb out of the folders sweeper
+    writes in: `report` and `list` write nothing outside the store and the temp folder."""
+    import tempfile
+    import uuid
+
+    tag = f"sweeper-evil-{uuid.uuid4().hex[:8]}"
+    name = f"../../{tag}"
+    store = tmp_path / "store"
+    store.mkdir()
+    study = optuna.create_study(study_name=name, storage=f"sqlite:///{store}/optuna.db",
+                                directions=["maximize", "minimize"])
+    study.set_user_attr(studies.SPACE_ATTR, write_space(tmp_path / "s.yaml").read_text())
+    main(["report", name, "--store", str(store)])
+    main(["list", "--store", str(store)])
+    roots = {Path("/"), tmp_path.parent, Path(tempfile.gettempdir()), store.parent}
+    escaped = [p for root in roots for p in root.glob(f"{tag}*")]
+    for path in escaped:  # what a regression wrote, removed before failing
+        path.unlink(missing_ok=True)
+    assert escaped == []
+
+
 def test_a_runtime_folder_others_can_enter_is_refused(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from sweeper.errors import SweeperError

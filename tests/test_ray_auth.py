@@ -234,3 +234,27 @@ def test_local_ray_listens_on_loopback_only() -> None:
         except subprocess.TimeoutExpired:
             driver.kill()
             driver.communicate()
+
+
+def test_a_sweep_on_the_cluster_refuses_a_token_file_open_to_others(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """`sweeper pareto --cluster` with the cluster's token readable by others: one line
+    naming the file, exit 2, and no store made (nothing connected, nothing run)."""
+    from dataclasses import asdict
+
+    from conftest import write_space
+
+    from sweeper.cli import main
+
+    monkeypatch.setenv("SWEEPER_G5K_STATE", str(tmp_path / "state" / "g5k-cluster.json"))
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    cluster.ClusterState(asdict(ClusterSpec(site="local")), 1, ["127.0.0.1"]).save()
+    token_file = cluster.ray_token_file()
+    raycluster.new_token(token_file)
+    token_file.chmod(0o644)
+    store = tmp_path / "store"
+    assert main(["pareto", "--space", str(write_space(tmp_path / "s.yaml")), "--cluster",
+                 "--store", str(store)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{token_file}: mode 644, open to group or others" in err[0], err
+    assert not store.exists()
