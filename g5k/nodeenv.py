@@ -3,9 +3,10 @@
 Grid'5000's standard environments move to Debian 13 (Python 3.13) while this project needs
 Python 3.11, and installing torch and Ray on a frontend is advised against. So `cluster up`
 builds `python_env` on the job's first node with uv, which downloads its own pinned
-interpreter (`env_python`), then installs `project_dir` (its pins: ray, torch, flwr) into
-it. The home is on NFS: the env, uv's interpreters and its cache serve every node of the
-site, and the frontend sees them too, which is where `cluster check` reads the versions.
+interpreter (`env_python`), then installs `project_dir` into it, every package constrained
+to the driver's version (`driver_pins`). The home is on NFS: the env, uv's interpreters and
+its cache serve every node of the site, and the frontend sees them too, which is where
+`cluster check` reads the versions.
 
 The driver (`sweeper` where it runs) and the nodes must agree on Python's minor version and
 on ray (Ray refuses a client of another version), torch and flwr (objects travel pickled).
@@ -54,11 +55,34 @@ def local_versions() -> Versions:
     return found
 
 
-def build_command(spec: ClusterSpec) -> str:
+def driver_pins() -> str:
+    """This driver's packages as uv constraints, one `name==version` a line: those from an
+    index (not editable or local ones, not sweeper itself), without local version labels
+    (`torch==2.14.1` for 2.14.1+cu130: PEP 440's == ignores the node's label)."""
+    pins: dict[str, str] = {}
+    for dist in metadata.distributions():
+        name, version = dist.metadata["Name"], dist.version
+        if not name or not version or dist.read_text("direct_url.json") is not None:
+            continue
+        key = name.lower().replace("_", "-").replace(".", "-")
+        if key != "sweeper":
+            pins.setdefault(key, f"{key}=={version.split('+')[0]}")
+    return "".join(f"{line}\n" for _, line in sorted(pins.items()))
+
+
+def pins_path(spec: ClusterSpec) -> str:
+    """Where the driver's pins are written beside the env (the NFS home)."""
+    return f"{spec.python_env}-pins.txt"
+
+
+def build_command(spec: ClusterSpec, pins: str) -> str:
     """Build the env unless it has Ray: uv (on PATH, in ~/.local/bin, else `pip install
     --user uv` with the node's Python), `uv venv` with the pinned Python unless the env has
-    a Python already, then `uv pip install -e project_dir`."""
+    a Python already, then `uv pip install -e project_dir` constrained to the driver's
+    versions of every package (`pins`, from `driver_pins`): the nodes compute with the very
+    stack the driver has."""
     env, project = shell_path(spec.python_env), shell_path(spec.project_dir)
+    constraints = shell_path(pins_path(spec))
     pip_uv = "python3 -m pip install --user --quiet"
     no_project = shlex.quote(f"no {spec.project_dir}/pyproject.toml: git clone this project "
                              f"to {spec.project_dir}")
@@ -71,7 +95,8 @@ def build_command(spec: ClusterSpec) -> str:
             "exit 1; }; "
             f'test -x {env}/bin/python || "$uv" venv --python {shlex.quote(spec.env_python)} '
             f"{env} >&2 || exit 1; "
-            f'"$uv" pip install --python {env}/bin/python -e {project} >&2')
+            f"printf %s {shlex.quote(pins)} > {constraints} || exit 1; "
+            f'"$uv" pip install --python {env}/bin/python -c {constraints} -e {project} >&2')
 
 
 def probe_command(spec: ClusterSpec) -> str:
@@ -140,10 +165,11 @@ def ensure(spec: ClusterSpec, first: Remote) -> None:
     time: an interpreter, torch and Ray into the NFS home)."""
     if first.dry_run:
         # shown apart from the node's own commands: it runs only when the env lacks Ray
+        pins = driver_pins()
         first.say(f"[dry-run] on {first.host}, unless {spec.python_env}/bin/ray exists: "
-                  + build_command(spec))
+                  + build_command(spec, f"<this driver's {pins.count(chr(10))} pins>"))
         return
-    code, _, err = first.execute(build_command(spec), timeout_s=3600)
+    code, _, err = first.execute(build_command(spec, driver_pins()), timeout_s=3600)
     if code != 0:
         lines = err.strip().splitlines()
         raise G5kError(f"building {spec.python_env} on {first.host} failed: "

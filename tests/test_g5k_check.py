@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import replace
+from importlib import metadata
 from pathlib import Path
 
 import paramiko
@@ -323,7 +324,13 @@ def test_up_builds_the_env_on_the_first_node(site: Site, monkeypatch: pytest.Mon
         env = site.home / "envs" / "sweeper-venv"
         assert site.uv_log.read_text().splitlines() == [
             f"127.0.0.2 uv venv --python 3.11 {env}",
-            f"127.0.0.2 uv pip install --python {env}/bin/python -e {site.home}/sweeper"]
+            f"127.0.0.2 uv pip install --python {env}/bin/python -c {env}-pins.txt "
+            f"-e {site.home}/sweeper"]
+        # the driver's stack, pinned: every package at this driver's version
+        pins = Path(f"{env}-pins.txt").read_text().splitlines()
+        for name in ("ray", "flwr", "optuna", "mlflow", "numpy", "torch"):
+            assert f"{name}=={metadata.version(name).split('+')[0]}" in pins, name
+        assert not [pin for pin in pins if pin.startswith("sweeper==")]
         assert "oardel 777" in site.oar_log.read_text()
         # the env is there now: a second `up` builds nothing
         site.uv_log.unlink()
