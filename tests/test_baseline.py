@@ -230,7 +230,9 @@ def test_load_baseline_picks_the_newest_finished_run_of_the_scenario(logged: dic
     assert curve_a.kind == curve_b.kind == "modeled"
     other = {**logged["a"].to_dict()["scenario"], "num_clients": 3}
     assert load_baseline(uri, "tiny", other) is None
-    assert load_baseline(uri, "other-space", logged["a"].to_dict()["scenario"]) is None
+    # a space of the same scenario finds the baseline another space logged
+    found = load_baseline(uri, "other-space", logged["a"].to_dict()["scenario"])
+    assert found is not None and found.run_id == runs["a"]
 
 
 def test_energy_ratio_against_the_logged_histories(logged: dict) -> None:
