@@ -10,7 +10,8 @@ reply every `FAST_POLL_S`. With a doorbell (`doorbell.py`) it waits for the Serv
 ring instead (looking anyway every `PATIENCE_S`), rings its SuperExec when it stored a
 message and the ServerApp when it pushed a reply. Before its first pull it enrolls its node
 id under its partition (`roster.py`). Its Runtime API's tracing middleware runs only when
-tracing is on (`middleware.py`). Nothing else changes. `require_hooks` fails loudly if
+tracing is on (`middleware.py`), and its object pulls are retried promptly (`pulls.py`).
+Nothing else changes. `require_hooks` fails loudly if
 a Flower upgrade moves what is patched.
 """
 
@@ -22,6 +23,7 @@ from types import SimpleNamespace
 
 from sweeper.engines.deployment.doorbell import Doorbell, ring
 from sweeper.engines.deployment.middleware import scoped_class
+from sweeper.engines.deployment.pulls import retry_object_pulls_promptly
 from sweeper.engines.deployment.roster import enroll
 
 FAST_POLL_S = 0.02
@@ -84,6 +86,7 @@ def main() -> None:
 
     patch(loop, partition_of(sys.argv))
     node_api.RuntimeTracingMiddleware = scoped_class(node_api.RuntimeTracingMiddleware)
+    retry_object_pulls_promptly()
     sys.argv[0] = "flower-supernode"
     flower_supernode()
 
