@@ -19,7 +19,7 @@ def write_section(path: Path, section: str) -> None:
     title = section.splitlines()[0]
     old = path.read_text() if path.exists() else "# Benchmarks\n"
     parts = old.split("\n## ")
-    kept = [parts[0]] + [p for p in parts[1:] if not ("## " + p).startswith(title)]
+    kept = [parts[0]] + [p for p in parts[1:] if ("## " + p).splitlines()[0] != title]
     path.write_text("\n## ".join(kept).rstrip("\n") + "\n\n" + section)
 
 
