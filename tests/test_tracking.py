@@ -136,9 +136,10 @@ def test_the_sweep_run_follows_the_study(grid_sweep) -> None:
     for number, run_id in tracker.logged_trials(parent).items():
         run = tracker.client.get_run(run_id)
         assert run.info.run_name.startswith(f"trial-{number} ")
-        # the trial's own time, which includes its federation's wall time
+        # the trial's own time, which includes its federation's wall time (a tiny trial's
+        # federation took 0.09 s on a fast 2-core machine: any time, but some)
         assert (run.info.end_time - run.info.start_time
-                >= 1000 * run.data.metrics["final.wall_s"] > 100)
+                >= 1000 * run.data.metrics["final.wall_s"] > 0)
 
 
 def test_pareto_html_loads_the_stores_one_plotly(grid_sweep) -> None:
