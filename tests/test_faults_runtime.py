@@ -46,11 +46,11 @@ def _until(holds: Callable[[], bool], what: str, timeout_s: float = 120) -> None
 def _running(count: int) -> Callable[[optuna.Study], bool | str]:
     """`count` configurations running (taken over ones included), none finished."""
     def ready(study: optuna.Study) -> bool | str:
-        states = [t.state for t in study.trials]
-        if TrialState.COMPLETE in states:
+        trials = study.trials  # read once: the driver may add a trial between two reads
+        if any(t.state == TrialState.COMPLETE for t in trials):
             return "a trial finished before the signal: rounds too short"
-        return sum(s == TrialState.RUNNING and not t.user_attrs.get(INTERRUPTED_ATTR)
-                   for s, t in zip(states, study.trials, strict=True)) >= count
+        return sum(t.state == TrialState.RUNNING and not t.user_attrs.get(INTERRUPTED_ATTR)
+                   for t in trials) >= count
     return ready
 
 

@@ -106,13 +106,14 @@ def test_killed_sweep_resumes_without_loss_or_duplicates(tmp_path: Path,
     leverages = len(yaml.safe_load(space.read_text())["leverages"])  # none conditional
 
     def one_finished_one_running(study: optuna.Study) -> bool | str:
-        states = [t.state for t in study.trials]
+        trials = study.trials  # read once: the driver may add a trial between two reads
+        states = [t.state for t in trials]
         if states.count(TrialState.COMPLETE) == 3:
             return "the sweep finished before it could be interrupted"
         # running with every value drawn (a trial is RUNNING from `ask`, while its values
         # are still being suggested one by one)
         return TrialState.COMPLETE in states and any(
-            t.state == TrialState.RUNNING and len(t.params) == leverages for t in study.trials)
+            t.state == TrialState.RUNNING and len(t.params) == leverages for t in trials)
 
     before = kill_driver_when(cmd, store, "killed", one_finished_one_running,
                               tmp_path / "driver.log")
