@@ -27,7 +27,6 @@ from g5k.kwollect import POWER_METRICS
 
 Say = Callable[[str], None]
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
-# The reference API lists the production queue under either name (see g5k.config.QUEUES).
 WATTMETER_PROPERTY = "wattmeter='YES'"
 
 

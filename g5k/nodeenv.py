@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import shlex
 from importlib import metadata
 
@@ -64,7 +65,7 @@ def driver_pins() -> str:
         name, version = dist.metadata["Name"], dist.version
         if not name or not version or dist.read_text("direct_url.json") is not None:
             continue
-        key = name.lower().replace("_", "-").replace(".", "-")
+        key = re.sub(r"[-_.]+", "-", name).lower()  # PEP 503's normalized name
         if key != "sweeper":
             pins.setdefault(key, f"{key}=={version.split('+')[0]}")
     return "".join(f"{line}\n" for _, line in sorted(pins.items()))

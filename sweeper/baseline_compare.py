@@ -37,19 +37,28 @@ def load_baseline(tracking_uri: str, space_name: str,
                          key=lambda e: e.name != own)
     wanted = {k: str(v) for k, v in scenario.items()}
     for experiment in experiments:
-        token = None
-        while True:
-            page = client.search_runs(
-                [experiment.experiment_id],
-                f"attributes.status = 'FINISHED' and tags.`{ROLE_TAG}` = 'baseline'",
-                order_by=["attributes.start_time DESC"], page_token=token)
-            for run in page:
-                if _scenario_of(run) == wanted and "energy_j" in run.data.metrics:
-                    return _curve(client, run)
-            token = page.token
-            if not token:
-                break
+        run = _newest_of_scenario(client, experiment.experiment_id, wanted)
+        if run is not None:
+            return _curve(client, run)
     return None
+
+
+def _newest_of_scenario(client: MlflowClient, experiment_id: str,
+                        wanted: dict[str, str]) -> Run | None:
+    """The newest FINISHED baseline run of the experiment with `wanted` as its scenario
+    and an `energy_j`, or None."""
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment_id],
+            f"attributes.status = 'FINISHED' and tags.`{ROLE_TAG}` = 'baseline'",
+            order_by=["attributes.start_time DESC"], page_token=token)
+        for run in page:
+            if _scenario_of(run) == wanted and "energy_j" in run.data.metrics:
+                return run
+        token = page.token
+        if not token:
+            return None
 
 
 def energy_ratio(curve: BaselineCurve, accuracy: float, energy_j: float) -> float:

@@ -98,12 +98,8 @@ def _failed(config: TrialConfig, reason: str, cpu_s: float) -> TrialResult:
     budget), modeled from its process's CPU time: what ran elsewhere (a deployment's
     SuperNodes) is not in it, and the provenance says so."""
     result = TrialResult.failed(reason)
-    host = load_profiles().hosts[config.scenario.host_profile]
-    result.info["spent_j"] = cpu_s * host.watts_per_core
-    result.meters["spent_j"] = MeterInfo(
-        f"CPU time of the trial's own process until it failed ({cpu_s:.3g} s) x host "
-        f"'{host.name}' ({host.watts_per_core} W/core); child processes not counted",
-        "modeled")
+    _charge_spent(result, config, cpu_s, f"CPU time of the trial's own process until it "
+                  f"failed ({cpu_s:.3g} s)", "; child processes not counted")
     return result
 
 
@@ -113,13 +109,20 @@ def charge_unreported(result: TrialResult, config: TrialConfig, ran_s: float) ->
     the `ran_s` seconds it may have run: an upper bound, never the 0 J of no report."""
     if result.status != "failed" or "spent_j" in result.info:
         return
-    host = load_profiles().hosts[config.scenario.host_profile]
     cpus = config.scenario.cpus_per_trial
-    result.info["spent_j"] = ran_s * cpus * host.watts_per_core
+    _charge_spent(result, config, ran_s * cpus, f"upper bound: its process could not report; "
+                  f"{cpus} reserved CPU(s) busy for the {ran_s:.3g} s it may have run "
+                  "(driver clock)")
+
+
+def _charge_spent(result: TrialResult, config: TrialConfig, cpu_s: float, how: str,
+                  note: str = "") -> None:
+    """`spent_j` of a failed trial: `cpu_s` CPU-seconds (measured `how`) x the host
+    profile's watts per core, modeled."""
+    host = load_profiles().hosts[config.scenario.host_profile]
+    result.info["spent_j"] = cpu_s * host.watts_per_core
     result.meters["spent_j"] = MeterInfo(
-        f"upper bound: its process could not report; {cpus} reserved CPU(s) busy for the "
-        f"{ran_s:.3g} s it may have run (driver clock) x host '{host.name}' "
-        f"({host.watts_per_core} W/core)", "modeled")
+        f"{how} x host '{host.name}' ({host.watts_per_core} W/core){note}", "modeled")
 
 
 class TrialWatcher:
