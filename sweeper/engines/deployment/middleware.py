@@ -1,4 +1,4 @@
-"""Flower's HTTP middlewares, each run only for the requests it acts on.
+"""Flower's HTTP middlewares in one layer, each run only for the requests it acts on.
 
 Flower 1.41 wraps every request to a SuperLink (nine of them, `flwr.superlink.main.
 _get_middleware`) and to a SuperNode's own Runtime API (three) in Starlette
@@ -8,13 +8,13 @@ around the layer below, whether or not it does anything for that request: py-spy
 handlers, and the SuperLink is the deployment engine's bottleneck (one Python process
 serving every SuperNode's and the ServerApp's requests).
 
-`Scoped` keeps a middleware's own code, but sends a request it only passes on (`return
-await call_next(request)` in its `dispatch`, as read in Flower 1.41) to the next layer
-directly. `acts_on` says, per middleware class, which requests it acts on; a class not
-listed (an extension's, or one a Flower upgrade adds) runs for every request, as before.
-Nothing that checks or refuses a request is skipped for a request it checks: node
-authentication still runs on every Fleet call, the Control API's authentication on every
-Control call.
+`streamlined` keeps every middleware's own code and order, but runs them all in one such
+layer (`Fused`), and skips a middleware for a request it only passes on (`return await
+call_next(request)` in its `dispatch`, as read in Flower 1.41). `acts_on` says, per
+middleware class, which requests it acts on; a class not listed (an extension's, or one a
+Flower upgrade adds) runs for every request, as before. Nothing that checks or refuses a
+request is skipped for a request it checks: node authentication still runs on every Fleet
+call, the Control API's authentication on every Control call.
 """
 
 from __future__ import annotations
@@ -58,37 +58,58 @@ def acts_on() -> dict[str, Callable[[Scope], bool]]:
     }
 
 
-class Scoped:
-    """ASGI middleware: `middleware` for the requests `applies` selects, straight to
-    `app` for the others."""
+class Fused:
+    """ASGI middleware: the `dispatch`es of consecutive `BaseHTTPMiddleware`s run in one
+    such layer, in their order, each skipped for the requests its rule does not select.
 
-    def __init__(self, app, middleware, applies: Callable[[Scope], bool], *args, **kwargs):
-        self.app = app
-        self.middleware = middleware(app, *args, **kwargs)
-        self.applies = applies
+    Each `BaseHTTPMiddleware` layer costs a task group, memory streams and a streaming
+    response per request; three of Flower's act on every Fleet call (error translation,
+    protobuf translation, node authentication). Fused, a request crosses one layer, and
+    each `dispatch` gets the next one's response object directly (status, headers and body
+    as that one made them) instead of a stream rebuilt from its ASGI messages. An
+    exception raised below reaches each `dispatch` above it, as before."""
+
+    def __init__(self, app, members: list[tuple[type, tuple, dict, Callable | None]]):
+        from starlette.middleware.base import BaseHTTPMiddleware
+
+        # each member's own instance gives its dispatch (and whatever its __init__ sets up)
+        self.members = [(cls(app, *args, **kwargs).dispatch_func, applies)
+                        for cls, args, kwargs, applies in members]
+        self.layer = BaseHTTPMiddleware(app, dispatch=self._dispatch)
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and not self.applies(scope):
-            await self.app(scope, receive, send)
-        else:
-            await self.middleware(scope, receive, send)
+        await self.layer(scope, receive, send)
+
+    async def _dispatch(self, request, call_next):
+        async def through(index: int, request):
+            if index == len(self.members):
+                return await call_next(request)
+            dispatch, applies = self.members[index]
+            if applies is not None and not applies(request.scope):
+                return await through(index + 1, request)
+            return await dispatch(request, functools.partial(through, index + 1))
+
+        return await through(0, request)
 
 
-def scoped(middlewares: list) -> list:
-    """Flower's middleware list with each listed class wrapped in `Scoped`."""
+def streamlined(middlewares: list) -> list:
+    """Flower's middleware list (outermost first) with each run of consecutive
+    `BaseHTTPMiddleware`s fused into one layer (`Fused`), each member applied only to the
+    requests it acts on (`acts_on`). Any other middleware keeps its place."""
     from starlette.middleware import Middleware
+    from starlette.middleware.base import BaseHTTPMiddleware
 
     rules = acts_on()
-    out = []
-    for entry in middlewares:
-        rule = rules.get(getattr(entry.cls, "__name__", ""))
-        out.append(entry if rule is None
-                   else Middleware(Scoped, entry.cls, rule, *entry.args, **entry.kwargs))
+    out: list = []
+    run: list = []
+    for entry in [*middlewares, None]:
+        cls = getattr(entry, "cls", None)
+        if isinstance(cls, type) and issubclass(cls, BaseHTTPMiddleware):
+            run.append((cls, entry.args, entry.kwargs, rules.get(cls.__name__)))
+            continue
+        if run:
+            out.append(Middleware(Fused, run))
+            run = []
+        if entry is not None:
+            out.append(entry)
     return out
-
-
-def scoped_class(cls):
-    """`cls` as a middleware factory (for `add_middleware`) that runs it only for the
-    requests it acts on."""
-    rule = acts_on().get(cls.__name__)
-    return cls if rule is None else functools.partial(Scoped, middleware=cls, applies=rule)

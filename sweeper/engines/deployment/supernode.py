@@ -9,10 +9,10 @@ requests a second: an idle federation kept between trials costs little), and a l
 reply every `FAST_POLL_S`. With a doorbell (`doorbell.py`) it waits for the ServerApp's
 ring instead (looking anyway every `PATIENCE_S`), rings its SuperExec when it stored a
 message and the ServerApp when it pushed a reply. Before its first pull it enrolls its node
-id under its partition (`roster.py`). Its Runtime API's tracing middleware runs only when
-tracing is on (`middleware.py`), and its object pulls are retried promptly (`pulls.py`).
-Nothing else changes. `require_hooks` fails loudly if
-a Flower upgrade moves what is patched.
+id under its partition (`roster.py`). Its Runtime API's middlewares run in one layer, the
+tracing one only when tracing is on (`middleware.py`), its handlers run on its event loop
+(`handlers.py`), and its object pulls are retried promptly (`pulls.py`). Nothing else
+changes. `require_hooks` fails loudly if a Flower upgrade moves what is patched.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import time
 from types import SimpleNamespace
 
 from sweeper.engines.deployment.doorbell import Doorbell, ring
-from sweeper.engines.deployment.middleware import scoped_class
+from sweeper.engines.deployment.handlers import run_handlers_in_place
+from sweeper.engines.deployment.middleware import streamlined
 from sweeper.engines.deployment.pulls import retry_object_pulls_promptly
 from sweeper.engines.deployment.roster import enroll
 
@@ -85,7 +86,15 @@ def main() -> None:
     from flwr.supernode.cli import flower_supernode
 
     patch(loop, partition_of(sys.argv))
-    node_api.RuntimeTracingMiddleware = scoped_class(node_api.RuntimeTracingMiddleware)
+    app_of = node_api.create_app
+
+    def create_app(*args, **kwargs):
+        app = app_of(*args, **kwargs)
+        app.user_middleware[:] = streamlined(app.user_middleware)
+        return app
+
+    node_api.create_app = create_app
+    run_handlers_in_place()
     retry_object_pulls_promptly()
     sys.argv[0] = "flower-supernode"
     flower_supernode()
