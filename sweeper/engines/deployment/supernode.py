@@ -9,11 +9,9 @@ requests a second: an idle federation kept between trials costs little), and a l
 reply every `FAST_POLL_S`. With a doorbell (`doorbell.py`) it waits for the ServerApp's
 ring instead (looking anyway every `PATIENCE_S`), rings its SuperExec when it stored a
 message and the ServerApp when it pushed a reply. Before its first pull it enrolls its node
-id under its partition (`roster.py`). Its Runtime API's middlewares run in one layer, the
-tracing one only when tracing is on (`middleware.py`), its routes are tried busiest first
-(`routes.py`), its handlers run on its event loop (`handlers.py`), and its object pulls
-are retried promptly (`pulls.py`). Nothing else changes. `require_hooks` fails loudly if a
-Flower upgrade moves what is patched.
+id under its partition (`roster.py`). Its Runtime API app is streamlined (`http_app.py`),
+and its object pulls are retried promptly (`pulls.py`). Nothing else changes.
+`require_hooks` fails loudly if a Flower upgrade moves what is patched.
 """
 
 from __future__ import annotations
@@ -23,11 +21,9 @@ import time
 from types import SimpleNamespace
 
 from sweeper.engines.deployment.doorbell import Doorbell, ring
-from sweeper.engines.deployment.handlers import run_handlers_in_place
-from sweeper.engines.deployment.middleware import streamlined
+from sweeper.engines.deployment.http_app import streamlining
 from sweeper.engines.deployment.pulls import retry_object_pulls_promptly
 from sweeper.engines.deployment.roster import enroll
-from sweeper.engines.deployment.routes import busiest_first
 
 FAST_POLL_S = 0.02
 IDLE_POLL_S = 0.5
@@ -88,16 +84,7 @@ def main() -> None:
     from flwr.supernode.cli import flower_supernode
 
     patch(loop, partition_of(sys.argv))
-    app_of = node_api.create_app
-
-    def create_app(*args, **kwargs):
-        app = app_of(*args, **kwargs)
-        app.user_middleware[:] = streamlined(app.user_middleware)
-        busiest_first(app)
-        return app
-
-    node_api.create_app = create_app
-    run_handlers_in_place()
+    node_api.create_app = streamlining(node_api.create_app)
     retry_object_pulls_promptly()
     sys.argv[0] = "flower-supernode"
     flower_supernode()
