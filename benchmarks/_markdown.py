@@ -16,11 +16,19 @@ def machine() -> str:
 
 
 def write_section(path: Path, section: str) -> None:
+    """Replace the section of `path` titled as `section` where it stands (or append it), so
+    that prose written after it stays after it."""
     title = section.splitlines()[0]
     old = path.read_text() if path.exists() else "# Benchmarks\n"
-    parts = old.split("\n## ")
-    kept = [parts[0]] + [p for p in parts[1:] if ("## " + p).splitlines()[0] != title]
-    path.write_text("\n## ".join(kept).rstrip("\n") + "\n\n" + section)
+    head, *sections = old.split("\n## ")
+    body = section.rstrip("\n") + "\n"
+    titles = [("## " + part).splitlines()[0] for part in sections]
+    if title in titles:
+        sections[titles.index(title)] = body.removeprefix("## ")
+        text = "\n## ".join([head, *sections])
+    else:
+        text = old.rstrip("\n") + "\n\n" + body
+    path.write_text(text.rstrip("\n") + "\n")
 
 
 def publish(section: str, path: Path | None) -> None:

@@ -5,11 +5,12 @@
 
 The same configurations (the quick space's data, `--rounds` rounds, every client every
 round, loopback: no shaped link) run one after the other in this process, as a sweep's Ray
-worker runs them: `--trials` trials per engine and client count, each a different seed.
+worker runs them: `--trials` trials per engine and client count, each a different seed,
+the two engines taking turns.
 The first deployment trial starts the federation (SuperLink, SuperNodes, SuperExecs); the
 later ones reuse it, as trials of a sweep do. Reported: wall time of each trial (first,
-then the median of the later ones), the ratio of the medians, the CPU-seconds of each
-deployment process kind during the later trials (where the time still goes), and that the
+then the median of the later ones), the median ratio of the later pairs, the CPU-seconds of
+each deployment process kind during the later trials (where the time still goes), and that the
 two engines' per-round accuracies are equal. Torch runs one thread per process, as in a
 Ray task reserving one CPU. `--framing tensor` sends each tensor as its own Flower Array
 (Flower's default) instead of one Array per message, and is written as a section of its own.
@@ -73,21 +74,35 @@ def federation_cpu() -> dict[str, float]:
     return cpu
 
 
-def run(engine: str, clients: int, rounds: int, trials: int, framing: str) -> dict:
-    walls, accuracies, spent = [], [], defaultdict(float)
+def run(clients: int, rounds: int, trials: int, framing: str) -> dict[str, dict]:
+    """Both engines' trials in turns (for each seed a simulation trial, then a deployment
+    trial), so that each pair meets the machine in the same state: this VM's speed drifts
+    by a quarter within the hour, which made the ratio of two separate series move with
+    it. Where a kept federation's CPU goes is counted over the later deployment trials."""
+    engines = ("simulation", "deployment")
+    walls = {engine: [] for engine in engines}
+    accuracies = {engine: [] for engine in engines}
+    spent: dict[str, float] = defaultdict(float)
     for seed in range(trials):
-        before = federation_cpu()
-        own = time.process_time()
-        started = time.perf_counter()
-        rounds_ = run_trial_federation(config_for(engine, clients, rounds, seed, framing))
-        walls.append(time.perf_counter() - started)
-        accuracies.append([r.accuracy for r in rounds_])
-        if seed:  # the later trials: where a kept federation's time goes
-            spent["trial process"] += time.process_time() - own
-            for kind, cpu in federation_cpu().items():
-                spent[kind] += cpu - before.get(kind, 0.0)
+        for engine in engines:
+            before = federation_cpu()
+            own = time.process_time()
+            started = time.perf_counter()
+            rounds_ = run_trial_federation(config_for(engine, clients, rounds, seed, framing))
+            walls[engine].append(time.perf_counter() - started)
+            accuracies[engine].append([r.accuracy for r in rounds_])
+            if seed and engine == "deployment":  # a later trial: where the time goes
+                spent["trial process"] += time.process_time() - own
+                for kind, cpu in federation_cpu().items():
+                    spent[kind] += cpu - before.get(kind, 0.0)
     KEPT.close()
-    return {"first": walls[0], "later": statistics.median(walls[1:]), "accuracy": accuracies,
+    sim, dep = walls["simulation"], walls["deployment"]
+    return {"sim_first": sim[0], "sim_later": statistics.median(sim[1:]),
+            "dep_first": dep[0], "dep_later": statistics.median(dep[1:]),
+            "ratio": statistics.median(d / s for s, d in zip(sim[1:], dep[1:], strict=True)),
+            "ratio_range": (min(d / s for s, d in zip(sim[1:], dep[1:], strict=True)),
+                            max(d / s for s, d in zip(sim[1:], dep[1:], strict=True))),
+            "same": accuracies["simulation"] == accuracies["deployment"],
             "cpu": {k: v / (trials - 1) for k, v in spent.items()}}
 
 
@@ -102,14 +117,14 @@ def main() -> None:
     run_trial_federation(config_for("simulation", 2, 1, 0))  # corpus and features cached
     rows, costs, same = [], [], True
     for clients in args.clients:
-        sim = run("simulation", clients, args.rounds, args.trials, args.framing)
-        dep = run("deployment", clients, args.rounds, args.trials, args.framing)
-        same &= sim["accuracy"] == dep["accuracy"]
-        rows.append(f"| {clients} | {sim['first']:.2f} | {sim['later']:.2f} | "
-                    f"{dep['first']:.2f} | {dep['later']:.2f} | "
-                    f"{dep['later'] / sim['later']:.1f}x |")
+        got = run(clients, args.rounds, args.trials, args.framing)
+        same &= got["same"]
+        low, high = got["ratio_range"]
+        rows.append(f"| {clients} | {got['sim_first']:.2f} | {got['sim_later']:.2f} | "
+                    f"{got['dep_first']:.2f} | {got['dep_later']:.2f} | "
+                    f"{got['ratio']:.1f}x ({low:.1f}x-{high:.1f}x) |")
         spent = ", ".join(f"{kind} {cpu:.2f}" for kind, cpu in
-                          sorted(dep["cpu"].items(), key=lambda kv: -kv[1]))
+                          sorted(got["cpu"].items(), key=lambda kv: -kv[1]))
         costs.append(f"- {clients} clients: {spent}")
     tensor = args.framing == "tensor"
     section = "\n".join([
@@ -120,7 +135,9 @@ def main() -> None:
         + (" --framing tensor" if tensor else "") + f"` on {machine()} "
         f"(torch threads per process: {torch.get_num_threads()}). Wall seconds of one trial "
         "on loopback; \"later\" is the median of the trials after the first, which reuse the "
-        "process's federation as a sweep's trials do.", "",
+        "process's federation as a sweep's trials do. The engines take turns (a simulation "
+        "trial, then a deployment trial, per seed); the ratio is the median of the later "
+        "pairs' ratios (their range in brackets).", "",
         "| clients | simulation first | simulation later | deployment first | "
         "deployment later | later, deployment / simulation |",
         "|---|---|---|---|---|---|", *rows, "",
