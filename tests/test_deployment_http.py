@@ -50,11 +50,30 @@ NODE_REQUESTS = [
 ]
 
 
+def _routers(app) -> list:
+    routers, found = [app.router], []
+    while routers:
+        router = routers.pop()
+        found.append(router)
+        routers += [route.original_router for route in router.routes
+                    if hasattr(route, "original_router")]
+    return found
+
+
 @pytest.fixture
 def handlers_restored(monkeypatch):
-    """Undo `run_handlers_in_place` after the test."""
+    """Undo `run_handlers_in_place` after the test, and the route order `busiest_first`
+    gives Flower's module-level routers (shared by every app made in this process), so
+    that each test's "Flower's own" app is Flower's order."""
     for module in (fastapi.routing, fastapi.dependencies.utils):
         monkeypatch.setattr(module, "run_in_threadpool", module.run_in_threadpool)
+    orders = [(router, list(router.routes))
+              for app in (superlink_main.create_app(), _supernode_app())
+              for router in _routers(app)]
+    yield
+    for router, routes in orders:
+        router.routes[:] = routes
+        router._mark_routes_changed()
 
 
 def _supernode_app():
@@ -97,7 +116,7 @@ def test_streamlined_superlink_serves_control_calls_alike(handlers_restored):
     assert mine == theirs
 
 
-def test_streamlined_superlink_tries_the_message_routes_first():
+def test_streamlined_superlink_tries_the_message_routes_first(handlers_restored):
     app = streamline(superlink_main.create_app())
     first = _paths(app.router.routes[0])
     assert first[:2] == ["/v1/fleet/push-object", "/v1/fleet/pull-object"]
