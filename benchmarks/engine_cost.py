@@ -97,11 +97,10 @@ def run(clients: int, rounds: int, trials: int, framing: str) -> dict[str, dict]
                     spent[kind] += cpu - before.get(kind, 0.0)
     KEPT.close()
     sim, dep = walls["simulation"], walls["deployment"]
+    ratios = [d / s for s, d in zip(sim[1:], dep[1:], strict=True)]
     return {"sim_first": sim[0], "sim_later": statistics.median(sim[1:]),
             "dep_first": dep[0], "dep_later": statistics.median(dep[1:]),
-            "ratio": statistics.median(d / s for s, d in zip(sim[1:], dep[1:], strict=True)),
-            "ratio_range": (min(d / s for s, d in zip(sim[1:], dep[1:], strict=True)),
-                            max(d / s for s, d in zip(sim[1:], dep[1:], strict=True))),
+            "ratio": statistics.median(ratios), "ratio_range": (min(ratios), max(ratios)),
             "same": accuracies["simulation"] == accuracies["deployment"],
             "cpu": {k: v / (trials - 1) for k, v in spent.items()}}
 

@@ -23,7 +23,7 @@ from starlette.testclient import TestClient
 
 from sweeper.engines.deployment.handlers import run_handlers_in_place
 from sweeper.engines.deployment.http_app import streamline
-from sweeper.engines.deployment.routes import _paths
+from sweeper.engines.deployment.routes import routers, served_paths
 
 PROTOBUF = {"content-type": "application/protobuf"}
 
@@ -50,18 +50,8 @@ NODE_REQUESTS = [
 ]
 
 
-def _routers(app) -> list:
-    routers, found = [app.router], []
-    while routers:
-        router = routers.pop()
-        found.append(router)
-        routers += [route.original_router for route in router.routes
-                    if hasattr(route, "original_router")]
-    return found
-
-
 @pytest.fixture
-def handlers_restored(monkeypatch):
+def flowers_defaults_restored(monkeypatch):
     """Undo `run_handlers_in_place` after the test, and the route order `busiest_first`
     gives Flower's module-level routers (shared by every app made in this process), so
     that each test's "Flower's own" app is Flower's order."""
@@ -69,7 +59,7 @@ def handlers_restored(monkeypatch):
         monkeypatch.setattr(module, "run_in_threadpool", module.run_in_threadpool)
     orders = [(router, list(router.routes))
               for app in (superlink_main.create_app(), _supernode_app())
-              for router in _routers(app)]
+              for router in routers(app)]
     yield
     for router, routes in orders:
         router.routes[:] = routes
@@ -92,7 +82,7 @@ def _answers(app, requests: list) -> list[tuple]:
     (superlink_main.create_app, LINK_REQUESTS),
     (_supernode_app, NODE_REQUESTS),
 ], ids=["superlink", "supernode"])
-def test_streamlined_app_answers_as_flowers_own(create_app, requests, handlers_restored):
+def test_streamlined_app_answers_as_flowers_own(create_app, requests, flowers_defaults_restored):
     flowers = _answers(create_app(), requests)
     run_handlers_in_place()
     ours = _answers(streamline(create_app()), requests)
@@ -101,7 +91,7 @@ def test_streamlined_app_answers_as_flowers_own(create_app, requests, handlers_r
     assert 200 in statuses and statuses & {401, 403} and {400, 404, 405, 415} <= statuses
 
 
-def test_streamlined_superlink_serves_control_calls_alike(handlers_restored):
+def test_streamlined_superlink_serves_control_calls_alike(flowers_defaults_restored):
     request = ("POST", "/v1/control/list-runs", ListRunsRequest().SerializeToString(), PROTOBUF)
     (flowers,) = _answers(superlink_main.create_app(), [request])
     run_handlers_in_place()
@@ -116,8 +106,8 @@ def test_streamlined_superlink_serves_control_calls_alike(handlers_restored):
     assert mine == theirs
 
 
-def test_streamlined_superlink_tries_the_message_routes_first(handlers_restored):
+def test_streamlined_superlink_tries_the_message_routes_first(flowers_defaults_restored):
     app = streamline(superlink_main.create_app())
-    first = _paths(app.router.routes[0])
+    first = served_paths(app.router.routes[0])
     assert first[:2] == ["/v1/fleet/push-object", "/v1/fleet/pull-object"]
-    assert any(path.startswith("/v1/control/") for path in _paths(app.router.routes[-1]))
+    assert any(path.startswith("/v1/control/") for path in served_paths(app.router.routes[-1]))

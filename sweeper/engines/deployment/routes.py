@@ -17,7 +17,7 @@ RUNTIME = "/v1/runtime/"
 OBJECT_ROUTES = ("/pull-object", "/push-object")  # six of each per message at each hop
 
 
-def _paths(route) -> list[str]:
+def served_paths(route) -> list[str]:
     """The full paths `route` serves (an included router's, all of its routes')."""
     if hasattr(route, "effective_route_contexts"):
         return [(context.starlette_route or context.original_route).path
@@ -26,7 +26,7 @@ def _paths(route) -> list[str]:
 
 
 def _rank(route) -> int:
-    paths = _paths(route)
+    paths = served_paths(route)
     if any(path.endswith(OBJECT_ROUTES) for path in paths):
         return 0
     if any(path.startswith((FLEET, RUNTIME)) for path in paths):
@@ -34,14 +34,21 @@ def _rank(route) -> int:
     return 2
 
 
+def routers(app) -> list:
+    """`app`'s router and every router it includes, however deep."""
+    found, pending = [], [app.router]
+    while pending:
+        router = pending.pop()
+        found.append(router)
+        pending += [route.original_router for route in router.routes
+                    if hasattr(route, "original_router")]
+    return found
+
+
 def busiest_first(app) -> None:
     """Order `app`'s routes, and those of its included routers, busiest first (stably),
     before it serves its first request."""
-    routers = [app.router]
-    while routers:
-        router = routers.pop()
+    for router in routers(app):
         router.routes.sort(key=_rank)
         # FastAPI keeps an included router's candidates until its routes change
         getattr(router, "_mark_routes_changed", lambda: None)()
-        routers += [route.original_router for route in router.routes
-                    if hasattr(route, "original_router")]
