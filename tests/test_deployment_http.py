@@ -9,8 +9,8 @@ must the decoded answer of a served Control call, but for the time stamp it carr
 
 from __future__ import annotations
 
-import fastapi.dependencies.utils
-import fastapi.routing
+import importlib
+
 import flwr.superlink.main as superlink_main
 import flwr.supernode.main as supernode_main
 import pytest
@@ -21,7 +21,11 @@ from flwr.supercore.object_store import ObjectStoreFactory
 from flwr.supernode.nodestate import NodeStateFactory
 from starlette.testclient import TestClient
 
-from sweeper.engines.deployment.handlers import run_handlers_in_place
+from sweeper.engines.deployment.handlers import (
+    HANDLER_CALLERS,
+    NODE_AUTHENTICATION,
+    run_handlers_in_place,
+)
 from sweeper.engines.deployment.http_app import streamline
 from sweeper.engines.deployment.routes import routers, served_paths
 
@@ -55,7 +59,7 @@ def flowers_defaults_restored(monkeypatch):
     """Undo `run_handlers_in_place` after the test, and the route order `busiest_first`
     gives Flower's module-level routers (shared by every app made in this process), so
     that each test's "Flower's own" app is Flower's order."""
-    for module in (fastapi.routing, fastapi.dependencies.utils):
+    for module in map(importlib.import_module, (*HANDLER_CALLERS, NODE_AUTHENTICATION)):
         monkeypatch.setattr(module, "run_in_threadpool", module.run_in_threadpool)
     orders = [(router, list(router.routes))
               for app in (superlink_main.create_app(), _supernode_app())
@@ -84,7 +88,7 @@ def _answers(app, requests: list) -> list[tuple]:
 ], ids=["superlink", "supernode"])
 def test_streamlined_app_answers_as_flowers_own(create_app, requests, flowers_defaults_restored):
     flowers = _answers(create_app(), requests)
-    run_handlers_in_place()
+    run_handlers_in_place(NODE_AUTHENTICATION)
     ours = _answers(streamline(create_app()), requests)
     assert ours == flowers
     statuses = {answer[2] for answer in flowers}
@@ -94,7 +98,7 @@ def test_streamlined_app_answers_as_flowers_own(create_app, requests, flowers_de
 def test_streamlined_superlink_serves_control_calls_alike(flowers_defaults_restored):
     request = ("POST", "/v1/control/list-runs", ListRunsRequest().SerializeToString(), PROTOBUF)
     (flowers,) = _answers(superlink_main.create_app(), [request])
-    run_handlers_in_place()
+    run_handlers_in_place(NODE_AUTHENTICATION)
     (ours,) = _answers(streamline(superlink_main.create_app()), [request])
     assert ours[2] == flowers[2] == 200
     assert ours[3] == flowers[3]

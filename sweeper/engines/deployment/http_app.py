@@ -22,9 +22,10 @@ def streamline(app):
     return app
 
 
-def streamlining(create_app: Callable) -> Callable:
-    """`create_app` whose apps are streamlined, with this process's handlers run in place."""
-    run_handlers_in_place()
+def streamlining(create_app: Callable, *more_callers: str) -> Callable:
+    """`create_app` whose apps are streamlined, with this process's handlers (and what the
+    `more_callers` modules hand to threads: `handlers.py`) run in place."""
+    run_handlers_in_place(*more_callers)
 
     @functools.wraps(create_app)
     def created(*args, **kwargs):

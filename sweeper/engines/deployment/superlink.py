@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import sys
 
+from sweeper.engines.deployment.handlers import NODE_AUTHENTICATION
 from sweeper.engines.deployment.http_app import streamlining
 
 
 def patch(main) -> None:
-    """Streamline the app `flwr.superlink.main` (`main`) makes."""
+    """Streamline the app `flwr.superlink.main` (`main`) makes, its node authentication
+    run in place too."""
     if not hasattr(main, "create_app"):
         raise RuntimeError("flwr.superlink.main has no create_app: sweeper's SuperLink "
                            "launcher needs updating for this Flower")
-    main.create_app = streamlining(main.create_app)
+    main.create_app = streamlining(main.create_app, NODE_AUTHENTICATION)
 
 
 def main() -> None:
