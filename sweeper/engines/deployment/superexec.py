@@ -46,6 +46,7 @@ from pathlib import Path
 from sweeper.engines.deployment.doorbell import Doorbell
 from sweeper.engines.deployment.processes import die_with_parent
 from sweeper.engines.deployment.pulls import retry_object_pulls_promptly
+from sweeper.engines.deployment.transport import flower_clients_kept_alive
 
 FAST_POLL_S = 0.02
 IDLE_POLL_S = 0.25
@@ -293,7 +294,8 @@ def serve(runtime_api_address: str, root_certificates: str | None, name: str, ro
     _entry_point(TASK_COMMANDS["server" if role == "server" else "client"])
     if role == "server":
         _patch_serverapp_exit()
-    retry_object_pulls_promptly()  # inherited by every task forked from here
+    retry_object_pulls_promptly()  # these two are inherited by every task forked from here
+    flower_clients_kept_alive()
 
     insecure = root_certificates is None
     executor = ForkExecutor(name, role, announcements)

@@ -10,7 +10,8 @@ reply every `FAST_POLL_S`. With a doorbell (`doorbell.py`) it waits for the Serv
 ring instead (looking anyway every `PATIENCE_S`), rings its SuperExec when it stored a
 message and the ServerApp when it pushed a reply. Before its first pull it enrolls its node
 id under its partition (`roster.py`). Its Runtime API app is streamlined (`http_app.py`),
-and its object pulls are retried promptly (`pulls.py`). Nothing else changes.
+its object pulls are retried promptly (`pulls.py`), and its Fleet client keeps its
+connections alive (`transport.py`). Nothing else changes.
 `require_hooks` fails loudly if a Flower upgrade moves what is patched.
 """
 
@@ -24,6 +25,7 @@ from sweeper.engines.deployment.doorbell import Doorbell, ring
 from sweeper.engines.deployment.http_app import streamlining
 from sweeper.engines.deployment.pulls import retry_object_pulls_promptly
 from sweeper.engines.deployment.roster import enroll
+from sweeper.engines.deployment.transport import flower_clients_kept_alive
 
 FAST_POLL_S = 0.02
 IDLE_POLL_S = 0.5
@@ -86,6 +88,7 @@ def main() -> None:
     patch(loop, partition_of(sys.argv))
     node_api.create_app = streamlining(node_api.create_app)
     retry_object_pulls_promptly()
+    flower_clients_kept_alive()
     sys.argv[0] = "flower-supernode"
     flower_supernode()
 
