@@ -10,6 +10,7 @@ import threading
 import time
 
 import httpx
+import httpx._transports.default as transports
 import pytest
 import uvicorn
 from flwr.supercore.protobuf.client import ProtobufClient
@@ -163,9 +164,20 @@ def test_tls_is_verified_against_the_ca(tls_server, tmp_path):
         client.post(f"https://127.0.0.1:{port}/echo", content=b"abc")
 
 
-def test_flowers_clients_get_it(server_port, monkeypatch):
+def test_flowers_clients_get_it_and_insecure_ones_share_a_context(server_port, tls_server,
+                                                                   monkeypatch):
     monkeypatch.setattr(ProtobufClient, "__init__", ProtobufClient.__init__)
+    monkeypatch.setattr(transports, "create_ssl_context", transports.create_ssl_context)
     flower_clients_kept_alive()
-    client = ProtobufClient(f"http://127.0.0.1:{server_port}", verify=False)
-    assert isinstance(client._client._transport, KeptAlive)
-    client.close()
+    insecure = [ProtobufClient(f"http://127.0.0.1:{server_port}", verify=False)
+                for _ in range(2)]
+    port, creds = tls_server
+    trusted = ssl.create_default_context(cafile=str(creds.ca))
+    secure = ProtobufClient(f"https://127.0.0.1:{port}", verify=trusted)
+    contexts = [client._client._transport.ssl_context for client in [*insecure, secure]]
+    assert all(isinstance(client._client._transport, KeptAlive)
+               for client in [*insecure, secure])
+    assert contexts[0] is contexts[1] and contexts[0].verify_mode == ssl.CERT_NONE
+    assert contexts[2] is trusted
+    for client in [*insecure, secure]:
+        client.close()

@@ -46,6 +46,7 @@ from pathlib import Path
 from sweeper.engines.deployment.doorbell import Doorbell
 from sweeper.engines.deployment.processes import die_with_parent
 from sweeper.engines.deployment.pulls import retry_object_pulls_promptly
+from sweeper.engines.deployment.telemetry import no_events_when_off
 from sweeper.engines.deployment.transport import flower_clients_kept_alive
 
 FAST_POLL_S = 0.02
@@ -196,6 +197,7 @@ def warm(config_json: str, role: str) -> None:
 
     from sweeper.config import TrialConfig
     from sweeper.energy.windows import window_meter
+    from sweeper.fl.task import client_data
     from sweeper.fl.warmup import warm_client, warm_server
 
     config = TrialConfig.from_json(config_json)
@@ -204,6 +206,7 @@ def warm(config_json: str, role: str) -> None:
         warm_server(config)
     else:
         warm_client(config, int(role))
+        client_data(config, int(role))  # this trial's partition (by its seed), cached here
         # the ClientApp's counter window: opening the node meter (Zeus's imports and its
         # search for counters, cached per process) took 1-2 s in every task otherwise
         window_meter(config.scenario.meters)
@@ -294,8 +297,9 @@ def serve(runtime_api_address: str, root_certificates: str | None, name: str, ro
     _entry_point(TASK_COMMANDS["server" if role == "server" else "client"])
     if role == "server":
         _patch_serverapp_exit()
-    retry_object_pulls_promptly()  # these two are inherited by every task forked from here
+    retry_object_pulls_promptly()  # these are inherited by every task forked from here
     flower_clients_kept_alive()
+    no_events_when_off()
 
     insecure = root_certificates is None
     executor = ForkExecutor(name, role, announcements)

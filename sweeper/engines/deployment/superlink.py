@@ -1,4 +1,5 @@
-"""`flower-superlink`, its app streamlined (`http_app.py`)."""
+"""`flower-superlink`, its app streamlined (`http_app.py`), each SuperNode signature
+verified once (`node_signatures.py`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import sys
 
 from sweeper.engines.deployment.handlers import NODE_AUTHENTICATION
 from sweeper.engines.deployment.http_app import streamlining
+from sweeper.engines.deployment.node_signatures import verify_each_signature_once
+from sweeper.engines.deployment.telemetry import no_events_when_off
 
 
 def patch(main) -> None:
@@ -22,6 +25,8 @@ def main() -> None:
     from flwr.superlink.cli import flower_superlink
 
     patch(superlink_main)
+    verify_each_signature_once()
+    no_events_when_off()
     sys.argv[0] = "flower-superlink"
     flower_superlink()
 

@@ -10,8 +10,9 @@ reply every `FAST_POLL_S`. With a doorbell (`doorbell.py`) it waits for the Serv
 ring instead (looking anyway every `PATIENCE_S`), rings its SuperExec when it stored a
 message and the ServerApp when it pushed a reply. Before its first pull it enrolls its node
 id under its partition (`roster.py`). Its Runtime API app is streamlined (`http_app.py`),
-its object pulls are retried promptly (`pulls.py`), and its Fleet client keeps its
-connections alive (`transport.py`). Nothing else changes.
+its object pulls are retried promptly (`pulls.py`), its Fleet client keeps its
+connections alive (`transport.py`) and signs once a second (`node_signatures.py`).
+Nothing else changes.
 `require_hooks` fails loudly if a Flower upgrade moves what is patched.
 """
 
@@ -23,8 +24,10 @@ from types import SimpleNamespace
 
 from sweeper.engines.deployment.doorbell import Doorbell, ring
 from sweeper.engines.deployment.http_app import streamlining
+from sweeper.engines.deployment.node_signatures import sign_once_a_second
 from sweeper.engines.deployment.pulls import retry_object_pulls_promptly
 from sweeper.engines.deployment.roster import enroll
+from sweeper.engines.deployment.telemetry import no_events_when_off
 from sweeper.engines.deployment.transport import flower_clients_kept_alive
 
 FAST_POLL_S = 0.02
@@ -89,6 +92,8 @@ def main() -> None:
     node_api.create_app = streamlining(node_api.create_app)
     retry_object_pulls_promptly()
     flower_clients_kept_alive()
+    sign_once_a_second()
+    no_events_when_off()
     sys.argv[0] = "flower-supernode"
     flower_supernode()
 

@@ -9,7 +9,9 @@ transport that sends the request httpx built as it is, on a socket kept open per
 and reads the answer with `httptools` (the C parser uvicorn serves with); Flower never sets
 or reads a cookie, so the jar is skipped. Flower's interceptors (node signatures, version
 headers, task tokens) still see httpx requests and responses. What is not a plain request
-with its body in hand, or asks for a stream, goes through httpx's own transport.
+with its body in hand, or asks for a stream, goes through httpx's own transport. And every
+insecure client of the process shares one SSL context (httpx made a new one per client,
+3.6 ms of OpenSSL set-up, paid by every task for its one Runtime API client).
 """
 
 from __future__ import annotations
@@ -174,14 +176,36 @@ def keep_alive(client: httpx.Client) -> None:
     client._cookies = _NoCookies()
 
 
+def _one_insecure_context(transports) -> None:
+    """httpx transports made with `verify=False` (and no client certificate) share one SSL
+    context, made once: it verifies nothing and holds no certificate."""
+    create = transports.create_ssl_context
+    shared: list[ssl.SSLContext] = []
+
+    def created(verify: ssl.SSLContext | str | bool = True, cert=None, trust_env: bool = True
+                ) -> ssl.SSLContext:
+        if verify is not False or cert is not None:
+            return create(verify=verify, cert=cert, trust_env=trust_env)
+        if not shared:
+            shared.append(create(verify=False, cert=None, trust_env=trust_env))
+        return shared[0]
+
+    transports.create_ssl_context = created
+
+
 def flower_clients_kept_alive() -> None:
     """In this process (and its forks), every `ProtobufClient` Flower makes from now on
-    uses `keep_alive`."""
+    uses `keep_alive`, and insecure ones share an SSL context."""
+    import httpx._transports.default as transports
     from flwr.supercore.protobuf.client import ProtobufClient
 
     made = ProtobufClient.__init__
     if getattr(made, "kept_alive", False):
         return
+    if not hasattr(transports, "create_ssl_context"):
+        raise RuntimeError("httpx's transport module has no create_ssl_context: sweeper's "
+                           "Flower clients need updating for this httpx")
+    _one_insecure_context(transports)
 
     def init(self, *args, **kwargs) -> None:
         made(self, *args, **kwargs)
