@@ -27,6 +27,7 @@ Scope = dict
 
 CONTROL = "/v1/control/"
 FLEET = "/v1/fleet/"
+PROTOBUF = b"application/protobuf"
 
 
 def _under(prefix: str) -> Callable[[Scope], bool]:
@@ -60,14 +61,20 @@ def acts_on() -> dict[str, Callable[[Scope], bool]]:
 
 class Fused:
     """ASGI middleware: the `dispatch`es of consecutive `BaseHTTPMiddleware`s run in one
-    such layer, in their order, each skipped for the requests its rule does not select.
+    layer, in their order, each skipped for the requests its rule does not select.
 
     Each `BaseHTTPMiddleware` layer costs a task group, memory streams and a streaming
     response per request; three of Flower's act on every Fleet call (error translation,
     protobuf translation, node authentication). Fused, a request crosses one layer, and
     each `dispatch` gets the next one's response object directly (status, headers and body
     as that one made them) instead of a stream rebuilt from its ASGI messages. An
-    exception raised below reaches each `dispatch` above it, as before."""
+    exception raised below reaches each `dispatch` above it, as before.
+
+    A protobuf call (`application/protobuf`: every Fleet and Runtime API call, each
+    answered below by an empty placeholder that the protobuf translation replaces) reaches
+    the app below without that machinery too: its answer is collected whole
+    (`_collected`). Anything else, and the streams a handler answers with, go as
+    `BaseHTTPMiddleware` takes them."""
 
     def __init__(self, app, members: list[tuple[type, tuple, dict, Callable | None]]):
         from starlette.middleware.base import BaseHTTPMiddleware
@@ -75,10 +82,47 @@ class Fused:
         # each member's own instance gives its dispatch (and whatever its __init__ sets up)
         self.members = [(cls(app, *args, **kwargs).dispatch_func, applies)
                         for cls, args, kwargs, applies in members]
+        self.app = app
         self.layer = BaseHTTPMiddleware(app, dispatch=self._dispatch)
 
     async def __call__(self, scope, receive, send) -> None:
-        await self.layer(scope, receive, send)
+        if not _protobuf_call(scope):
+            await self.layer(scope, receive, send)
+            return
+        from starlette.requests import Request
+
+        response = await self._dispatch(Request(scope, receive),
+                                        functools.partial(self._collected, receive))
+        await response(scope, receive, send)
+
+    async def _collected(self, receive, request):
+        """What the app below answers `request`, as one `Response` (its status, headers and
+        body as the app sent them). A body a `dispatch` already read is given again."""
+        from starlette.responses import Response
+
+        read: bytes | None = getattr(request, "_body", None)
+        started: dict = {}
+        body: list[bytes] = []
+
+        async def again():
+            nonlocal read
+            if read is None:
+                return await receive()
+            message, read = {"type": "http.request", "body": read, "more_body": False}, None
+            return message
+
+        async def collect(message) -> None:
+            if message["type"] == "http.response.start":
+                started.update(message)
+            elif message["type"] == "http.response.body":
+                body.append(message.get("body", b""))
+
+        await self.app(request.scope, again, collect)
+        if not started:
+            raise RuntimeError("the app below sent no response")
+        response = Response(b"".join(body), status_code=started["status"])
+        response.raw_headers = list(started.get("headers", []))
+        return response
 
     async def _dispatch(self, request, call_next):
         async def through(index: int, request):
@@ -90,6 +134,13 @@ class Fused:
             return await dispatch(request, functools.partial(through, index + 1))
 
         return await through(0, request)
+
+
+def _protobuf_call(scope: Scope) -> bool:
+    if scope["type"] != "http":
+        return False
+    media = next((value for name, value in scope["headers"] if name == b"content-type"), b"")
+    return media.split(b";")[0].strip().lower() == PROTOBUF
 
 
 def streamlined(middlewares: list) -> list:
