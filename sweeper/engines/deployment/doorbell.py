@@ -26,6 +26,7 @@ import select
 import socket
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 BELLS_ENV = "SWEEPER_BELLS"  # the folder of the federation's bells (absent: everyone polls)
 BELLS = "bells"  # that folder, in the federation's home
@@ -112,3 +113,10 @@ def ring(pattern: str, folder: str | Path | None = None) -> None:
             # gone, not yet bound, or its queue full (it has rings to wake up to anyway)
             with contextlib.suppress(OSError):
                 sender.sendto(b"!", str(path))
+
+
+def clock_sleeping_with(sleep) -> SimpleNamespace:
+    """The `time` module with `sleep` in place of its own: given to a Flower module that
+    sleeps, so that its waits can be cut short or woken."""
+    clock = {name: getattr(time, name) for name in dir(time) if not name.startswith("__")}
+    return SimpleNamespace(**{**clock, "sleep": sleep})

@@ -39,13 +39,11 @@ import pickle
 import signal
 import sys
 import threading
-import time
 from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
-from types import SimpleNamespace
 
-from sweeper.engines.deployment.doorbell import Doorbell
+from sweeper.engines.deployment.doorbell import Doorbell, clock_sleeping_with
 from sweeper.engines.deployment.processes import die_with_parent
 from sweeper.engines.deployment.pulls import retry_object_pulls_promptly
 from sweeper.engines.deployment.telemetry import no_events_when_off
@@ -141,8 +139,7 @@ def _patch_serverapp_exit() -> None:
                            "flwr.supercore.logger no time: sweeper's SuperExec needs "
                            "updating for this Flower")
     run_serverapp.flush_logs = flush_logs_by_joining
-    clock = {name: getattr(time, name) for name in dir(time) if not name.startswith("__")}
-    logger.time = SimpleNamespace(**{**clock, "sleep": _wakeable_pause})
+    logger.time = clock_sleeping_with(_wakeable_pause)
 
 
 def _argv(spec) -> list[str]:

@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import sys
 import time
-from types import SimpleNamespace
 
-from sweeper.engines.deployment.doorbell import Doorbell, ring
+from sweeper.engines.deployment.doorbell import Doorbell, clock_sleeping_with, ring
 from sweeper.engines.deployment.http_app import streamlining
 from sweeper.engines.deployment.node_signatures import sign_once_a_second
 from sweeper.engines.deployment.pulls import retry_object_pulls_promptly
@@ -72,8 +71,7 @@ def patch(loop, partition: str) -> None:
             time.sleep(min(seconds, FAST_POLL_S))
 
     loop._pull_and_store_message, loop._push_messages = pulled, pushed
-    clock = {name: getattr(time, name) for name in dir(time) if not name.startswith("__")}
-    loop.time = SimpleNamespace(**{**clock, "sleep": sleep})
+    loop.time = clock_sleeping_with(sleep)
 
 
 def partition_of(argv: list[str]) -> str:
