@@ -110,7 +110,9 @@ class KeptAlive(httpx.BaseTransport):
                 sock = idle.pop() if idle else None
             if sock is None:
                 return self._connect(where, timeout), False
-            if not select.select([sock], [], [], 0)[0]:
+            readable = select.poll()  # (select.select fails on descriptors over 1023)
+            readable.register(sock, select.POLLIN)
+            if not readable.poll(0):
                 return sock, True
             sock.close()
 
