@@ -16,9 +16,10 @@ plugins, its Responses API, Starlette's file responses.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
+
+from sweeper.engines.deployment.hooks import patched_module
 
 # the modules whose `run_in_threadpool` calls a handler (or node authentication)
 HANDLER_CALLERS = ("fastapi.routing", "fastapi.dependencies.utils",
@@ -34,8 +35,4 @@ def run_handlers_in_place(*more_callers: str) -> None:
     """In this process, have FastAPI and Flower call `def` handlers directly (and what
     `more_callers`, module names, hand to a thread)."""
     for name in (*HANDLER_CALLERS, *more_callers):
-        module = importlib.import_module(name)
-        if not hasattr(module, "run_in_threadpool"):
-            raise RuntimeError(f"{name} has no run_in_threadpool: sweeper's Flower launchers "
-                               "need updating for this FastAPI and Flower")
-        module.run_in_threadpool = _in_place
+        patched_module(name, "run_in_threadpool").run_in_threadpool = _in_place

@@ -21,25 +21,17 @@ from __future__ import annotations
 
 import datetime
 import functools
-import importlib
+
+from sweeper.engines.deployment.hooks import patched_module
 
 CLIENT = "flwr.supernode.node_auth_http_interceptor"
 SERVER = "flwr.superlink.routers.fleet.node_auth"
 REMEMBERED = 4096  # triples (a few per SuperNode and second)
 
 
-def _module_with(name: str, *attributes: str):
-    module = importlib.import_module(name)
-    missing = [a for a in attributes if not hasattr(module, a)]
-    if missing:
-        raise RuntimeError(f"{name} has no {missing}: sweeper's deployment engine needs "
-                           "updating for this Flower")
-    return module
-
-
 def sign_once_a_second() -> None:
     """In this process, Flower's SuperNode signs each second's stamp once."""
-    module = _module_with(CLIENT, "now", "sign_message")
+    module = patched_module(CLIENT, "now", "sign_message")
     now, sign = module.now, module.sign_message
     last: dict[int, tuple] = {}  # id(private key) -> (that key, stamp, signature)
 
@@ -60,7 +52,7 @@ def verify_each_signature_once() -> None:
     """In this process, the SuperLink verifies each (key, stamp, signature) once."""
     from flwr.supercore.primitives.asymmetric import bytes_to_public_key, public_key_to_bytes
 
-    module = _module_with(SERVER, "verify_signature")
+    module = patched_module(SERVER, "verify_signature")
     verify = module.verify_signature
 
     @functools.lru_cache(maxsize=REMEMBERED)

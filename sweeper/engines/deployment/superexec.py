@@ -44,6 +44,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from sweeper.engines.deployment.doorbell import Doorbell, clock_sleeping_with
+from sweeper.engines.deployment.hooks import patched_module
 from sweeper.engines.deployment.processes import die_with_parent
 from sweeper.engines.deployment.pulls import retry_object_pulls_promptly
 from sweeper.engines.deployment.telemetry import no_events_when_off
@@ -129,17 +130,10 @@ def _wakeable_pause(seconds: float) -> None:
 
 
 def _patch_serverapp_exit() -> None:
-    import importlib
-
     # the module (its package exports a function of the same name)
-    run_serverapp = importlib.import_module("flwr.superlink.runtime.run_serverapp")
-    logger = importlib.import_module("flwr.supercore.logger")
-    if not hasattr(run_serverapp, "flush_logs") or not hasattr(logger, "time"):
-        raise RuntimeError("flwr.superlink.runtime.run_serverapp has no flush_logs, or "
-                           "flwr.supercore.logger no time: sweeper's SuperExec needs "
-                           "updating for this Flower")
-    run_serverapp.flush_logs = flush_logs_by_joining
-    logger.time = clock_sleeping_with(_wakeable_pause)
+    patched_module("flwr.superlink.runtime.run_serverapp",
+                   "flush_logs").flush_logs = flush_logs_by_joining
+    patched_module("flwr.supercore.logger", "time").time = clock_sleeping_with(_wakeable_pause)
 
 
 def _argv(spec) -> list[str]:

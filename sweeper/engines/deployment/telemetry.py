@@ -11,7 +11,7 @@ answers after building it. With either on, Flower's own `create_event` runs.
 
 from __future__ import annotations
 
-import importlib
+from sweeper.engines.deployment.hooks import patched_module
 
 MODULE = "flwr.supercore.telemetry"
 
@@ -22,11 +22,7 @@ def _disabled(*_args, **_kwargs) -> str:
 
 def no_events_when_off() -> None:
     """In this process (and its forks): skip building events that would not be sent."""
-    telemetry = importlib.import_module(MODULE)
-    missing = [name for name in ("create_event", "FLWR_TELEMETRY_ENABLED",
-                                 "FLWR_TELEMETRY_LOGGING") if not hasattr(telemetry, name)]
-    if missing:
-        raise RuntimeError(f"{MODULE} has no {missing}: sweeper's deployment engine needs "
-                           "updating for this Flower")
+    telemetry = patched_module(MODULE, "create_event", "FLWR_TELEMETRY_ENABLED",
+                               "FLWR_TELEMETRY_LOGGING")
     if telemetry.FLWR_TELEMETRY_ENABLED != "1" and telemetry.FLWR_TELEMETRY_LOGGING != "1":
         telemetry.create_event = _disabled

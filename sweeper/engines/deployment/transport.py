@@ -26,6 +26,8 @@ import httptools
 import httpx
 from flwr.supercore.protobuf.constants import PROTOBUF_STREAM_MEDIA_TYPE
 
+from sweeper.engines.deployment.hooks import patched_module
+
 
 class _NoCookies(httpx.Cookies):
     """A jar that keeps nothing: Flower's servers set no cookie."""
@@ -198,16 +200,12 @@ def _one_insecure_context(transports) -> None:
 def flower_clients_kept_alive() -> None:
     """In this process (and its forks), every `ProtobufClient` Flower makes from now on
     uses `keep_alive`, and insecure ones share an SSL context."""
-    import httpx._transports.default as transports
     from flwr.supercore.protobuf.client import ProtobufClient
 
     made = ProtobufClient.__init__
     if getattr(made, "kept_alive", False):
         return
-    if not hasattr(transports, "create_ssl_context"):
-        raise RuntimeError("httpx's transport module has no create_ssl_context: sweeper's "
-                           "Flower clients need updating for this httpx")
-    _one_insecure_context(transports)
+    _one_insecure_context(patched_module("httpx._transports.default", "create_ssl_context"))
 
     def init(self, *args, **kwargs) -> None:
         made(self, *args, **kwargs)
