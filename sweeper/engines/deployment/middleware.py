@@ -23,6 +23,11 @@ import functools
 import os
 from collections.abc import Callable
 
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+
 Scope = dict
 
 CONTROL = "/v1/control/"
@@ -77,8 +82,6 @@ class Fused:
     `BaseHTTPMiddleware` takes them."""
 
     def __init__(self, app, members: list[tuple[type, tuple, dict, Callable | None]]):
-        from starlette.middleware.base import BaseHTTPMiddleware
-
         # each member's own instance gives its dispatch (and whatever its __init__ sets up)
         self.members = [(cls(app, *args, **kwargs).dispatch_func, applies)
                         for cls, args, kwargs, applies in members]
@@ -89,8 +92,6 @@ class Fused:
         if not _protobuf_call(scope):
             await self.layer(scope, receive, send)
             return
-        from starlette.requests import Request
-
         response = await self._dispatch(Request(scope, receive),
                                         functools.partial(self._collected, receive))
         await response(scope, receive, send)
@@ -98,8 +99,6 @@ class Fused:
     async def _collected(self, receive, request):
         """What the app below answers `request`, as one `Response` (its status, headers and
         body as the app sent them). A body a `dispatch` already read is given again."""
-        from starlette.responses import Response
-
         read: bytes | None = getattr(request, "_body", None)
         started: dict = {}
         body: list[bytes] = []
@@ -147,9 +146,6 @@ def streamlined(middlewares: list) -> list:
     """Flower's middleware list (outermost first) with each run of consecutive
     `BaseHTTPMiddleware`s fused into one layer (`Fused`), each member applied only to the
     requests it acts on (`acts_on`). Any other middleware keeps its place."""
-    from starlette.middleware import Middleware
-    from starlette.middleware.base import BaseHTTPMiddleware
-
     rules = acts_on()
     out: list = []
     run: list = []
